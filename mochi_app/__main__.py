@@ -1,0 +1,7 @@
+"""`python -m mochi_app ...`."""
+
+import sys
+
+from mochi_app.cli import main
+
+sys.exit(main())

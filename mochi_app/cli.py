@@ -1,0 +1,105 @@
+"""`python -m mochi_app`: the worker, and one-off renders without a queue."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from mochi_app.config import Settings, SettingsError
+from mochi_app.schemas import GenerationRequest, InvalidRequest
+
+log = logging.getLogger("mochi_app")
+
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (exit 2) instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m mochi_app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    worker = commands.add_parser("worker", help="take jobs from the queue and render them (one per GPU)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+
+    generate = commands.add_parser("generate", help="render one prompt to one MP4 in this process (no queue)")
+    generate.add_argument("prompt", help="what the video should show")
+    generate.add_argument("--negative-prompt", help="what it should not show")
+    generate.add_argument("--num-frames", type=int, help="frames to render; snapped to 6k+1 (default 85)")
+    generate.add_argument("--height", type=int, help="pixels, a multiple of 16 (default 480)")
+    generate.add_argument("--width", type=int, help="pixels, a multiple of 16 (default 848)")
+    generate.add_argument("--num-inference-steps", type=int, help="denoising steps (default 64)")
+    generate.add_argument("--guidance-scale", type=float, help="classifier-free guidance, 0-20 (default 4.5)")
+    generate.add_argument("--seed", type=int, help="0 to 2**32-1 (default random)")
+    generate.add_argument("--fps", type=int, help="frames per second of the MP4 (default 30)")
+    generate.add_argument("--out", type=Path, default=Path("mochi.mp4"), help="where to write the MP4")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s", stream=sys.stderr
+    )
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        parser.exit(USAGE_ERROR, f"{parser.prog}: error: {exc}\n")
+    if args.command == "worker":
+        return _worker(settings, args.burst)
+    return _generate(parser, settings, args)
+
+
+def _worker(settings: Settings, burst: bool) -> int:
+    from mochi_app.redis_server import QueueUnavailable
+    from mochi_app.worker import run_worker
+
+    try:
+        run_worker(settings, burst=burst)
+    except QueueUnavailable as exc:
+        log.error("%s", exc)
+        return RUNTIME_ERROR
+    return 0
+
+
+def _generate(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    from mochi_app.generator import ModelUnavailable, PromptTooLong, load_renderer
+    from mochi_app.video import write_mp4
+
+    names = (
+        *("prompt", "negative_prompt", "num_frames", "height", "width"),
+        *("num_inference_steps", "guidance_scale", "seed", "fps"),
+    )
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    try:
+        request = GenerationRequest.parse(given, settings.limits)
+    except InvalidRequest as exc:
+        parser.exit(USAGE_ERROR, f"{parser.prog} generate: error: {exc}\n")
+    if request.rendered_num_frames != request.num_frames:
+        log.info(
+            "num_frames %d snapped to %d (Mochi renders 6k+1 frames)", request.num_frames, request.rendered_num_frames
+        )
+    try:
+        renderer = load_renderer(settings)
+        rendering = renderer.render(request, on_step=lambda step, total: log.info("step %d/%d", step, total))
+    except PromptTooLong as exc:
+        parser.exit(USAGE_ERROR, f"{parser.prog} generate: error: {exc}\n")
+    except ModelUnavailable as exc:
+        log.error("%s", exc)
+        return RUNTIME_ERROR
+    out = args.out.expanduser().absolute()
+    write_mp4(rendering.frames, out, request.fps)
+    log.info("seed %d, %d frames at %dx%d", request.seed, len(rendering.frames), request.width, request.height)
+    print(out)
+    return 0

@@ -1,0 +1,114 @@
+"""Typed settings, read once from MOCHI_* environment variables and passed in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, TypeVar, cast, get_args
+
+Offload = Literal["auto", "none", "model", "sequential"]
+OFFLOAD_CHOICES: tuple[str, ...] = get_args(Offload)
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A MOCHI_* variable holds a value we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may ask for (see GenerationRequest)."""
+
+    max_prompt_tokens: int = 256
+    max_num_frames: int = 163
+    max_num_inference_steps: int = 100
+    min_side_px: int = 64
+    max_height_px: int = 1280
+    max_width_px: int = 1280
+    max_fps: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the processes need to know, from `Settings.from_env()`."""
+
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+    model: str = "auto"
+    offload: Offload = "auto"
+    queue_name: str = "mochi"
+    job_timeout_s: int = 3600
+    warmup: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "videos"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read MOCHI_* variables; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        limits = Limits(
+            **{f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1) for f in fields(Limits)}
+        )
+        offload = read.text("MOCHI_OFFLOAD", "auto")
+        if offload not in OFFLOAD_CHOICES:
+            raise SettingsError(f"MOCHI_OFFLOAD must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
+        return cls(
+            redis_url=env.get("MOCHI_REDIS_URL") or None,
+            data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
+            model=read.text("MOCHI_MODEL", "auto"),
+            offload=cast(Offload, offload),
+            queue_name=read.text("MOCHI_QUEUE_NAME", "mochi"),
+            job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
+            warmup=read.boolean("MOCHI_WARMUP", True),
+            limits=limits,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be {expected}, got {raw!r}") from None
+
+    def text(self, name: str, default: str) -> str:
+        return self._parse(name, default, str, "text")
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        value = self._parse(name, default, int, "an integer")
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._parse(name, default, _parse_bool, "one of 1, 0, true, false, yes, no")
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)

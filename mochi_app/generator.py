@@ -1,0 +1,197 @@
+"""The seam to torch and diffusers: load the Mochi pipeline (real or tiny) and render one request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mochi_app.config import Offload, Settings
+from mochi_app.schemas import GenerationRequest
+from mochi_app.video import Frames
+
+log = logging.getLogger(__name__)
+
+REAL_MODEL_ID = "genmo/mochi-1-preview"
+TINY = "tiny"
+GIB = 1024**3
+# bf16 Mochi: ~20 GB transformer + ~9.5 GB T5-XXL + VAE; tiled decode and activations need the rest.
+RESIDENT_MIN_FREE_BYTES = 42 * GIB
+# Model offload keeps one component at a time on the GPU: the transformer plus activations.
+MODEL_OFFLOAD_MIN_FREE_BYTES = 26 * GIB
+
+StepCallback = Callable[[int, int], None]
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot run here."""
+
+
+class PromptTooLong(ValueError):
+    """The pipeline would have to truncate the prompt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    frames: Frames
+    denoise_s: float
+    decode_s: float
+
+
+def resolve_model(model: str, cuda_available: bool) -> str:
+    """`auto` means the real model on a CUDA machine and the tiny one elsewhere."""
+    if model == "auto":
+        return REAL_MODEL_ID if cuda_available else TINY
+    return model
+
+
+def choose_offload(offload: Offload, free_bytes: int) -> Offload:
+    """Turn `auto` into a concrete offload mode by the GPU memory free now."""
+    if offload != "auto":
+        return offload
+    if free_bytes >= RESIDENT_MIN_FREE_BYTES:
+        return "none"
+    if free_bytes >= MODEL_OFFLOAD_MIN_FREE_BYTES:
+        return "model"
+    return "sequential"
+
+
+class MochiRenderer:
+    """A loaded `MochiPipeline`, kept for the life of the process."""
+
+    def __init__(self, pipe: Any, model_name: str, load_s: float) -> None:
+        self.pipe = pipe
+        self.model_name = model_name
+        self.load_s = load_s
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_name == TINY
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.pipe.tokenizer(text).input_ids)
+
+    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+        """Render `request`; `on_step(step, total)` runs after every denoising step and may raise to stop."""
+        import torch
+
+        # 1. Refuse what the pipeline would silently truncate.
+        self._check_prompt_length(request)
+
+        # 2. Denoise and decode, timing the boundary between them at the last step's callback.
+        total = request.num_inference_steps
+        last_step_at = time.perf_counter()
+
+        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal last_step_at
+            last_step_at = time.perf_counter()
+            on_step(index + 1, total)
+            return {}
+
+        started_at = time.perf_counter()
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_frames=request.rendered_num_frames,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                # A CPU generator gives the same noise for a seed on every device.
+                generator=torch.Generator("cpu").manual_seed(request.seed or 0),
+                output_type="np",
+                callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=[],
+            )
+        finished_at = time.perf_counter()
+
+        # 3. Floats in [0, 1] to 8-bit RGB frames.
+        frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
+        return Rendering(frames=frames, denoise_s=last_step_at - started_at, decode_s=finished_at - last_step_at)
+
+    def warm_up(self) -> float:
+        """Render one tiny clip so the first real job pays no first-call costs; returns seconds."""
+        started_at = time.perf_counter()
+        request = GenerationRequest(prompt="warm up", num_frames=7, height=64, width=64, num_inference_steps=1, seed=0)
+        self.render(request, on_step=lambda step, total: None)
+        return time.perf_counter() - started_at
+
+    def _check_prompt_length(self, request: GenerationRequest) -> None:
+        limit = self.pipe.transformer.config.max_sequence_length
+        for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+            tokens = self.count_tokens(text)
+            if tokens > limit:
+                raise PromptTooLong(f"{name} is {tokens} tokens long; the limit is {limit}. Shorten it.")
+
+
+def load_renderer(settings: Settings) -> MochiRenderer:
+    """Load the model `settings.model` names, announcing loudly which one it is."""
+    import torch
+
+    _quiet_library_chatter()
+    started_at = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    model = resolve_model(settings.model, cuda)
+    if settings.model == "auto":
+        log.warning(
+            "MOCHI_MODEL=auto: %s",
+            "CUDA found, loading the real Mochi model"
+            if model != TINY
+            else "no CUDA GPU, loading the TINY random-weight model: its videos are noise",
+        )
+    if model == TINY:
+        pipe = _load_tiny(settings.models_dir, "cuda" if cuda else "cpu")
+    else:
+        pipe = _load_real(model, settings.offload)
+    load_s = time.perf_counter() - started_at
+    log.info("model %s loaded in %.1f s", model, load_s)
+    return MochiRenderer(pipe, model, load_s)
+
+
+def _quiet_library_chatter() -> None:
+    """Our own log says what loads and how far a job is; the libraries' bars would only interleave."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    # Mochi's RoPE asks CPU autocast for float32, which CPU autocast does not do; harmless.
+    warnings.filterwarnings("ignore", message="In CPU autocast")
+
+
+def _load_tiny(models_dir: Path, device: str) -> Any:
+    from diffusers import MochiPipeline
+
+    from mochi_app.tiny_model import ensure_tiny_model
+
+    log.warning("the tiny model has random weights: every video it renders is noise")
+    return MochiPipeline.from_pretrained(ensure_tiny_model(models_dir)).to(device)
+
+
+def _load_real(source: str, offload: Offload) -> Any:
+    import torch
+    from diffusers import MochiPipeline
+
+    if not torch.cuda.is_available():
+        raise ModelUnavailable(f"{source} needs a CUDA GPU and none is visible; set MOCHI_MODEL=tiny to try the app")
+    # The hub repo ships bf16 weights as a variant: half the download of the fp32 files.
+    variant = "bf16" if source == REAL_MODEL_ID else None
+    pipe = MochiPipeline.from_pretrained(source, variant=variant, torch_dtype=torch.bfloat16)
+    pipe.enable_vae_tiling()
+    mode = choose_offload(offload, torch.cuda.mem_get_info()[0])
+    log.info("offload: %s (MOCHI_OFFLOAD=%s)", mode, offload)
+    if mode == "none":
+        pipe.to("cuda")
+    elif mode == "model":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.enable_sequential_cpu_offload()
+    return pipe

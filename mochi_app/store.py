@@ -1,0 +1,106 @@
+"""Job records (`job:{job_id}`) and per-account indexes (`account:{account_id}:jobs`) in Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+from redis.client import Pipeline
+
+from mochi_app.schemas import InvalidRequest, JobRecord
+
+RecordChange = Callable[[JobRecord], JobRecord | None]
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def account_jobs_key(account_id: str) -> str:
+    return f"account:{account_id}:jobs"
+
+
+def _score(record: JobRecord) -> int:
+    # Whole microseconds: exact in a double, so a cursor never skips or repeats a job.
+    return int(record.created_at * 1_000_000)
+
+
+def _cursor_bound(cursor: str | None) -> str:
+    """The exclusive upper score bound for a page after `cursor`."""
+    if cursor is None:
+        return "+inf"
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 20):
+        raise InvalidRequest({"cursor": f"cursor must be a next_cursor value from a previous page, got {cursor!r}"})
+    return f"({cursor}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of an account's jobs, newest first; pass `next_cursor` back for the next page."""
+
+    records: list[JobRecord]
+    next_cursor: str | None
+
+
+class JobStore:
+    """Reads and writes job records; every change is an atomic read-modify-write."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def create(self, record: JobRecord, pipeline: Pipeline | None = None) -> None:
+        """Write a new record and index it under its account (inside `pipeline` when given)."""
+        pipe = pipeline if pipeline is not None else self.redis.pipeline()
+        pipe.set(job_key(record.job_id), record.model_dump_json())
+        pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+        if pipeline is None:
+            pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.get(job_key(job_id))
+        return None if raw is None else JobRecord.model_validate_json(raw)
+
+    def update(self, job_id: str, change: RecordChange) -> JobRecord | None:
+        """Apply `change` atomically (retried if another writer got there first).
+
+        `change` returns the new record, or None to leave the record as it is. Returns the record as
+        stored afterwards, or None when there is no such job.
+        """
+        key = job_key(job_id)
+
+        def transaction(pipe: Pipeline) -> JobRecord | None:
+            raw = pipe.get(key)
+            if raw is None:
+                return None
+            current = JobRecord.model_validate_json(raw)
+            changed = change(current)
+            if changed is None:
+                return current
+            pipe.multi()
+            pipe.set(key, changed.model_dump_json())
+            return changed
+
+        result = self.redis.transaction(transaction, key, value_from_callable=True)  # type: ignore[arg-type]
+        return cast(JobRecord | None, result)
+
+    def list_for_account(self, account_id: str, limit: int = 20, cursor: str | None = None) -> JobPage:
+        """The account's jobs, newest first, `limit` at a time; the cost does not grow with the account."""
+        upper = _cursor_bound(cursor)
+        entries = self.redis.zrevrangebyscore(
+            account_jobs_key(account_id), upper, "-inf", start=0, num=limit + 1, withscores=True
+        )
+        page = cast(list[tuple[bytes, float]], entries[:limit])
+        raws = (
+            cast(list[bytes | None], self.redis.mget([job_key(job_id.decode()) for job_id, _ in page])) if page else []
+        )
+        records = [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+        next_cursor = str(int(page[-1][1])) if len(entries) > limit else None
+        return JobPage(records=records, next_cursor=next_cursor)
+
+    def delete(self, record: JobRecord) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.delete(job_key(record.job_id))
+            pipe.zrem(account_jobs_key(record.account_id), record.job_id)
+            pipe.execute()

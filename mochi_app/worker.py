@@ -1,0 +1,47 @@
+"""The worker process: load the model once, warm it, then take jobs one at a time in this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from mochi_app.config import Settings
+from mochi_app.generator import load_renderer
+from mochi_app.queue import rq_queue
+from mochi_app.redis_server import connect
+from mochi_app.store import JobStore
+from mochi_app.tasks import JobRunner, install_runner
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_worker(settings: Settings, burst: bool = False) -> None:
+    """Serve jobs until stopped (or, with `burst`, until the queue is empty)."""
+    redis = connect(settings)
+    renderer = load_renderer(settings)
+    if settings.warmup:
+        log.info("warm-up render took %.1f s", renderer.warm_up())
+    name = worker_id()
+    install_runner(
+        JobRunner(
+            store=JobStore(redis),
+            renderer=renderer,
+            data_dir=settings.data_dir,
+            videos_dir=settings.videos_dir,
+            worker_id=name,
+            job_timeout_s=settings.job_timeout_s,
+        )
+    )
+    # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
+    # context, which does not survive fork) serves every job.
+    worker = SimpleWorker([rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name)
+    log.info("worker %s ready on queue %r with model %s", name, settings.queue_name, renderer.model_name)
+    worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
