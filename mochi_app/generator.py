@@ -65,6 +65,7 @@ class MochiRenderer:
     """A loaded `MochiPipeline`, kept for the life of the process."""
 
     def __init__(self, pipe: Any, model_name: str, load_s: float) -> None:
+        pipe.set_progress_bar_config(disable=True)  # progress goes to the job record instead
         self.pipe = pipe
         self.model_name = model_name
         self.load_s = load_s
@@ -118,7 +119,7 @@ class MochiRenderer:
     def warm_up(self) -> float:
         """Render one tiny clip so the first real job pays no first-call costs; returns seconds."""
         started_at = time.perf_counter()
-        request = GenerationRequest(prompt="warm up", num_frames=7, height=64, width=64, num_inference_steps=1, seed=0)
+        request = GenerationRequest(prompt="warm up", num_frames=7, height=64, width=64, num_inference_steps=2, seed=0)
         self.render(request, on_step=lambda step, total: None)
         return time.perf_counter() - started_at
 

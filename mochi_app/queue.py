@@ -56,6 +56,7 @@ class JobQueue:
             progress=Progress(total=request.num_inference_steps),
         )
         with self.redis.pipeline() as pipe:
+            pipe.multi()  # RQ expects a transaction already open when handed a pipeline
             self.store.create(record, pipe)
             self.rq.enqueue(
                 RENDER_TASK,

@@ -19,6 +19,8 @@ FRAMES_PER_LATENT = 6  # Mochi's VAE compresses time 6x: valid frame counts are 
 MIN_NUM_FRAMES = FRAMES_PER_LATENT + 1
 SIDE_MULTIPLE_PX = 16  # 8x spatial VAE compression times the transformer's 2x2 patches.
 ALLOWED_CONTROL_CHARS = frozenset("\n\t")
+# Mochi's linear-quadratic sigma schedule divides by num_inference_steps // 2: one step crashes it.
+MIN_NUM_INFERENCE_STEPS = 2
 
 
 class JobStatus(StrEnum):
@@ -129,8 +131,9 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _check_steps(cls, value: int, info: ValidationInfo) -> int:
         limits, _ = _context(info)
-        if limits is not None and not 1 <= value <= limits.max_num_inference_steps:
-            raise ValueError(f"num_inference_steps must be between 1 and {limits.max_num_inference_steps}, got {value}")
+        low, high = MIN_NUM_INFERENCE_STEPS, None if limits is None else limits.max_num_inference_steps
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"num_inference_steps must be between {low} and {high}, got {value}")
         return value
 
     @field_validator("guidance_scale")

@@ -155,8 +155,16 @@ def build_tiny_tokenizer() -> Any:
     vocab += [(char, -5.0) for char in string.ascii_letters + string.digits + string.punctuation]
     vocab += [(SPACE + word, -1.0) for word in dict.fromkeys(COMMON_WORDS)]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always")
+    # The same pre-tokenizer and decoder transformers' T5Tokenizer installs, so that counting with this
+    # object alone (in the web process, without torch) matches what the pipeline's tokenizer does.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
+        ]
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     eos_id = SPECIAL_TOKENS.index("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]

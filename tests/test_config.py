@@ -1,0 +1,53 @@
+"""Settings: read once from MOCHI_* variables, with clear errors for values we cannot use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mochi_app.config import Limits, Settings, SettingsError
+
+
+def test_defaults_without_any_variable() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None
+    assert settings.data_dir == Path("data").absolute()
+    assert (settings.model, settings.offload, settings.job_timeout_s) == ("auto", "auto", 3600)
+    assert settings.limits == Limits()
+    assert settings.videos_dir == settings.data_dir / "videos"
+
+
+def test_variables_override_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "MOCHI_REDIS_URL": "redis://queue:6379/0",
+            "MOCHI_DATA_DIR": str(tmp_path),
+            "MOCHI_MODEL": "tiny",
+            "MOCHI_OFFLOAD": "sequential",
+            "MOCHI_JOB_TIMEOUT_S": "90",
+            "MOCHI_MAX_NUM_INFERENCE_STEPS": "12",
+            "MOCHI_WARMUP": "false",
+        }
+    )
+    assert settings.redis_url == "redis://queue:6379/0"
+    assert settings.data_dir == tmp_path
+    assert (settings.model, settings.offload, settings.job_timeout_s) == ("tiny", "sequential", 90)
+    assert settings.limits.max_num_inference_steps == 12
+    assert settings.warmup is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MOCHI_JOB_TIMEOUT_S", "soon", "MOCHI_JOB_TIMEOUT_S must be an integer, got 'soon'"),
+        ("MOCHI_JOB_TIMEOUT_S", "0", "MOCHI_JOB_TIMEOUT_S must be at least 1, got 0"),
+        ("MOCHI_OFFLOAD", "disk", "MOCHI_OFFLOAD must be one of auto, none, model, sequential, got 'disk'"),
+        ("MOCHI_WARMUP", "maybe", "MOCHI_WARMUP must be one of 1, 0, true, false, yes, no, got 'maybe'"),
+        ("MOCHI_MAX_HEIGHT_PX", "-5", "MOCHI_MAX_HEIGHT_PX must be at least 1, got -5"),
+    ],
+)
+def test_bad_values_name_the_variable_and_quote_the_value(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    assert str(caught.value) == message

@@ -1,0 +1,120 @@
+"""The renderer on the real tiny pipeline: model choice, determinism, progress, no silent truncation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mochi_app.config import Settings
+from mochi_app.generator import (
+    GIB,
+    REAL_MODEL_ID,
+    MochiRenderer,
+    PromptTooLong,
+    choose_offload,
+    load_renderer,
+    resolve_model,
+)
+from mochi_app.schemas import GenerationRequest
+from mochi_app.tiny_model import TINY_MODEL_DIRNAME, build_tiny_pipeline
+from tests.conftest import SMALL
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> MochiRenderer:
+    return load_renderer(Settings(data_dir=tmp_path_factory.mktemp("data"), model="tiny"))
+
+
+def request(**params: object) -> GenerationRequest:
+    return GenerationRequest.model_validate({"prompt": "a cat walks on the beach", "seed": 7, **SMALL, **params})
+
+
+def test_auto_picks_the_real_model_only_with_cuda() -> None:
+    assert resolve_model("auto", cuda_available=True) == REAL_MODEL_ID
+    assert resolve_model("auto", cuda_available=False) == "tiny"
+    assert resolve_model("/models/mochi", cuda_available=False) == "/models/mochi"
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "expected"), [(79, "none"), (42, "none"), (40, "model"), (26, "model"), (24, "sequential")]
+)
+def test_auto_offload_follows_free_gpu_memory(free_gib: int, expected: str) -> None:
+    assert choose_offload("auto", free_gib * GIB) == expected
+    assert choose_offload("model", free_gib * GIB) == "model"
+
+
+def test_tiny_model_is_saved_once_and_loaded_with_from_pretrained(renderer: MochiRenderer) -> None:
+    assert renderer.model_name == "tiny" and renderer.is_tiny
+    assert type(renderer.pipe).__name__ == "MochiPipeline"
+    folder = Path(renderer.pipe.name_or_path)
+    assert folder.name == TINY_MODEL_DIRNAME
+    assert {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"} <= {
+        p.name for p in folder.iterdir()
+    }
+
+
+def test_tiny_model_weights_are_the_same_every_build() -> None:
+    first, second = build_tiny_pipeline(), build_tiny_pipeline()
+    for a, b in zip(first.transformer.state_dict().values(), second.transformer.state_dict().values(), strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_renders_snapped_frames_at_the_asked_size_with_progress(renderer: MochiRenderer) -> None:
+    steps: list[tuple[int, int]] = []
+    rendering = renderer.render(request(num_frames=30), on_step=lambda step, total: steps.append((step, total)))
+    assert rendering.frames.shape == (31, 96, 160, 3)
+    assert rendering.frames.dtype == np.uint8
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert rendering.denoise_s > 0 and rendering.decode_s > 0
+
+
+def test_same_seed_same_frames_other_seed_other_frames(renderer: MochiRenderer) -> None:
+    def frames(seed: int) -> np.ndarray:
+        return renderer.render(request(seed=seed, num_frames=7), on_step=lambda step, total: None).frames
+
+    first = frames(7)
+    assert np.array_equal(first, frames(7))
+    assert not np.array_equal(first, frames(8))
+
+
+def test_a_raising_step_callback_stops_the_render(renderer: MochiRenderer) -> None:
+    steps: list[int] = []
+
+    def stop_at_two(step: int, total: int) -> None:
+        steps.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        renderer.render(request(num_inference_steps=10), on_step=stop_at_two)
+    assert steps == [1, 2]
+
+
+def test_a_prompt_the_pipeline_would_truncate_is_refused(renderer: MochiRenderer) -> None:
+    long_prompt = "cat " * 300
+    with pytest.raises(PromptTooLong, match="prompt is 301 tokens long; the limit is 256"):
+        renderer.render(request(prompt=long_prompt), on_step=lambda step, total: None)
+
+
+def test_tokens_are_counted_alike_with_and_without_torch(renderer: MochiRenderer) -> None:
+    from mochi_app.tokens import TokenCounter
+
+    counter = TokenCounter.tiny()
+    texts = ["a cat", "A fox jumps over the lazy dog, slowly!", "zebra " * 40, "", "a  cat\n\tdog", "café ☕ 東京"]
+    for text in [*texts, "<pad> </s> x"]:
+        assert counter(text) == renderer.count_tokens(text)
+
+
+@pytest.mark.cuda
+def test_the_real_model_renders_on_cuda(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here: the real genmo/mochi-1-preview path runs only where CUDA exists")
+    renderer = load_renderer(Settings(data_dir=tmp_path, model="auto"))
+    assert renderer.model_name == REAL_MODEL_ID
+    assert renderer.pipe.transformer.dtype == torch.bfloat16
+    assert renderer.pipe.vae.use_tiling
+    rendering = renderer.render(request(num_frames=7, height=480, width=848, num_inference_steps=2), lambda s, t: None)
+    assert rendering.frames.shape == (7, 480, 848, 3)

@@ -1,0 +1,140 @@
+"""GenerationRequest: every rule of the parameter table, with the bad value quoted back."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mochi_app.config import Limits
+from mochi_app.schemas import MAX_SEED, GenerationRequest, InvalidRequest, JobStatus, snap_num_frames
+from mochi_app.tokens import TokenCounter
+
+LIMITS = Limits()
+COUNT = TokenCounter.tiny()
+
+
+def parse(**params: object) -> GenerationRequest:
+    return GenerationRequest.parse({"prompt": "a cat", **params}, LIMITS, COUNT)
+
+
+def error_for(**params: object) -> dict[str, str]:
+    with pytest.raises(InvalidRequest) as caught:
+        GenerationRequest.parse(params, LIMITS, COUNT)
+    return caught.value.errors
+
+
+def test_defaults_follow_the_design() -> None:
+    request = parse()
+    assert (request.negative_prompt, request.num_frames, request.height, request.width) == ("", 85, 480, 848)
+    assert (request.num_inference_steps, request.guidance_scale, request.fps) == (64, 4.5, 30)
+
+
+def test_a_missing_seed_is_drawn_and_kept() -> None:
+    seeds = {parse().seed for _ in range(5)}
+    assert all(seed is not None and 0 <= seed <= MAX_SEED for seed in seeds)
+    assert len(seeds) > 1
+    assert parse(seed=7).seed == 7
+
+
+def test_prompt_is_stripped() -> None:
+    assert parse(prompt="  a cat  \n").prompt == "a cat"
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t "])
+def test_empty_prompt_is_refused(prompt: str) -> None:
+    assert error_for(prompt=prompt) == {"prompt": "prompt must not be empty"}
+
+
+def test_missing_prompt_is_refused() -> None:
+    assert error_for() == {"prompt": "prompt is required"}
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_text_past_the_token_limit_is_refused_not_truncated(field: str) -> None:
+    text = "cat " * 300
+    errors = error_for(**{"prompt": "a dog", field: text})
+    assert errors[field] == f"{field} is 301 tokens long; the limit is 256. Shorten it."
+
+
+def test_text_at_the_token_limit_is_accepted() -> None:
+    text = " ".join(["cat"] * 255)  # 255 words + end-of-text = 256 tokens
+    assert COUNT(text) == 256
+    assert parse(prompt=text).prompt == text
+
+
+@pytest.mark.parametrize("text", ["a\x00cat", "bell\x07", "esc\x1b[31m"])
+def test_control_characters_are_refused(text: str) -> None:
+    assert "control character" in error_for(prompt=text)["prompt"]
+
+
+@pytest.mark.parametrize(("asked", "rendered"), [(1, 7), (7, 7), (9, 7), (10, 13), (30, 31), (85, 85), (163, 163)])
+def test_num_frames_snaps_to_the_nearest_valid_count(asked: int, rendered: int) -> None:
+    request = parse(num_frames=asked)
+    assert request.num_frames == asked
+    assert request.rendered_num_frames == rendered
+
+
+@given(st.integers(min_value=1, max_value=163))
+def test_snapped_frame_counts_are_valid_and_nearest(asked: int) -> None:
+    snapped = snap_num_frames(asked)
+    assert snapped % 6 == 1 and 7 <= snapped <= 163
+    assert all(abs(snapped - asked) <= abs(k * 6 + 1 - asked) for k in range(1, 28))
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"num_frames": 0}, "num_frames", "num_frames must be between 1 and 163, got 0"),
+        ({"num_frames": 200}, "num_frames", "num_frames must be between 1 and 163, got 200"),
+        ({"height": 850}, "height", "height must be a multiple of 16, got 850"),
+        ({"width": 100}, "width", "width must be a multiple of 16, got 100"),
+        ({"height": 32}, "height", "height must be between 64 and 1280, got 32"),
+        ({"width": 2048}, "width", "width must be between 64 and 1280, got 2048"),
+        ({"num_inference_steps": 1}, "num_inference_steps", "num_inference_steps must be between 2 and 100, got 1"),
+        ({"num_inference_steps": 101}, "num_inference_steps", "num_inference_steps must be between 2 and 100, got 101"),
+        ({"guidance_scale": -0.5}, "guidance_scale", "guidance_scale must be between 0 and 20, got -0.5"),
+        ({"guidance_scale": 20.5}, "guidance_scale", "guidance_scale must be between 0 and 20, got 20.5"),
+        ({"seed": -1}, "seed", f"seed must be between 0 and {MAX_SEED}, got -1"),
+        ({"seed": 2**32}, "seed", f"seed must be between 0 and {MAX_SEED}, got {2**32}"),
+        ({"fps": 0}, "fps", "fps must be between 1 and 60, got 0"),
+    ],
+)
+def test_out_of_range_values_are_refused_with_the_value_quoted(params: dict[str, object], field: str, message: str) -> None:
+    assert error_for(prompt="a cat", **params) == {field: message}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "quoted"),
+    [
+        ({"num_frames": "85"}, "num_frames", "'85'"),
+        ({"height": 480.0}, "height", "480.0"),
+        ({"seed": True}, "seed", "True"),
+        ({"prompt": 5}, "prompt", "5"),
+        ({"guidance_scale": math.nan}, "guidance_scale", "nan"),
+        ({"guidance_scale": math.inf}, "guidance_scale", "inf"),
+    ],
+)
+def test_wrong_types_are_refused_with_the_value_quoted(params: dict[str, object], field: str, quoted: str) -> None:
+    message = error_for(**{"prompt": "a cat", **params})[field]
+    assert message.startswith(f"{field}: ") and message.endswith(f"got {quoted}")
+
+
+def test_unknown_fields_are_refused() -> None:
+    assert error_for(prompt="a cat", steps=4) == {"steps": "steps is not a known parameter"}
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    assert set(error_for(prompt="", height=850, seed=-1)) == {"prompt", "height", "seed"}
+
+
+def test_limits_come_from_settings() -> None:
+    strict = Limits(max_num_inference_steps=8)
+    with pytest.raises(InvalidRequest, match="between 2 and 8, got 9"):
+        GenerationRequest.parse({"prompt": "a cat", "num_inference_steps": 9}, strict, COUNT)
+
+
+def test_terminal_states() -> None:
+    assert {status for status in JobStatus if status.is_terminal} == {"COMPLETED", "FAILED", "CANCELLED"}

@@ -1,0 +1,35 @@
+"""write_mp4: H.264 at the asked fps, all frames, and never half a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from mochi_app.video import video_path, write_mp4
+
+
+def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
+    ramp = np.linspace(0, 255, count, dtype=np.uint8)
+    return np.broadcast_to(ramp[:, None, None, None], (count, height, width, 3)).copy()
+
+
+def test_writes_a_readable_h264_mp4(tmp_path: Path) -> None:
+    path = video_path(tmp_path / "videos", "job-1")
+    write_mp4(gradient_frames(13, 96, 160), path, fps=30)
+    reader = imageio.get_reader(path, "ffmpeg")
+    meta = reader.get_meta_data()
+    assert (reader.count_frames(), meta["size"], meta["fps"], meta["codec"]) == (13, (160, 96), 30.0, "h264")
+    first, last = reader.get_data(0), reader.get_data(12)
+    assert abs(int(first.mean()) - 0) <= 3 and abs(int(last.mean()) - 255) <= 3
+    assert os.listdir(tmp_path / "videos") == ["job-1.mp4"]
+
+
+def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="frames must be uint8"):
+        write_mp4(np.zeros((3, 16, 16, 3), dtype=np.float32), tmp_path / "x.mp4", fps=30)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+

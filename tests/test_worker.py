@@ -1,0 +1,116 @@
+"""A real worker process on the tiny model, fed through RQ on a real Valkey server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import imageio.v2 as imageio
+
+from mochi_app.queue import JobQueue
+from mochi_app.schemas import JobRecord, JobStatus
+from tests.conftest import SMALL, WorkerProcess, wait_for
+
+# Big enough that denoising takes a few seconds on a CPU, so a cancel can land mid-run.
+SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}
+
+
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex[:8]}"
+
+
+def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
+    def terminal() -> JobRecord | None:
+        record = queue.store.get(job_id)
+        return record if record is not None and record.status.is_terminal else None
+
+    result = wait_for(terminal, timeout_s, f"job {job_id} to finish")
+    assert isinstance(result, JobRecord)
+    return result
+
+
+def watch_statuses(queue: JobQueue, job_id: str, timeout_s: float = 120) -> list[JobStatus]:
+    """Every distinct status the record passes through, in order, until it ends."""
+    seen: list[JobStatus] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = queue.store.get(job_id)
+        assert record is not None
+        if not seen or seen[-1] is not record.status:
+            seen.append(record.status)
+        if record.status.is_terminal:
+            return seen
+        time.sleep(0.005)
+    raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout_s} s")
+
+
+def test_a_prompt_becomes_an_mp4(worker: WorkerProcess, worker_queue: JobQueue) -> None:
+    record = worker_queue.submit(account(), {"prompt": "a cat walks on the beach", **SMALL, "num_frames": 30})
+    assert watch_statuses(worker_queue, record.job_id) == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
+
+    done = worker_queue.store.get(record.job_id)
+    assert done is not None and done.error is None
+    assert (done.progress.step, done.progress.total) == (4, 4)
+    assert done.output is not None
+    assert (done.output.num_frames, done.output.height, done.output.width) == (31, 96, 160)
+    assert (done.output.fps, done.output.seed) == (30, record.request.seed)
+    timings = done.timings
+    for phase in ("queue_wait_s", "denoise_s", "decode_s", "encode_s", "total_s"):
+        assert getattr(timings, phase) > 0, phase
+    assert timings.load_s == 0.0
+
+    assert done.video_path == f"videos/{record.job_id}.mp4"
+    reader = imageio.get_reader(worker_queue.settings.data_dir / done.video_path, "ffmpeg")
+    meta = reader.get_meta_data()
+    assert (reader.count_frames(), meta["size"], meta["fps"]) == (31, (160, 96), 30.0)
+
+
+def test_two_jobs_in_a_row_load_the_model_once(worker: WorkerProcess, worker_queue: JobQueue) -> None:
+    owner = account()
+    first = worker_queue.submit(owner, {"prompt": "a red fox", **SMALL})
+    second = worker_queue.submit(owner, {"prompt": "a blue bird", **SMALL})
+    records = [finished(worker_queue, first.job_id), finished(worker_queue, second.job_id)]
+    assert [r.status for r in records] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
+    assert records[0].worker_id == records[1].worker_id == f"{records[0].worker_id}"
+    assert [r.timings.load_s for r in records] == [0.0, 0.0]
+    assert worker.log.count("model tiny loaded") == 1
+
+
+def test_cancel_stops_a_running_job_within_a_step_and_a_queued_one_never_starts(
+    worker: WorkerProcess, worker_queue: JobQueue
+) -> None:
+    owner = account()
+    running = worker_queue.submit(owner, {"prompt": "a long walk", **SLOW})
+    queued = worker_queue.submit(owner, {"prompt": "never rendered", **SMALL})
+
+    def mid_run() -> JobRecord | None:
+        record = worker_queue.store.get(running.job_id)
+        return record if record is not None and record.progress.step >= 2 else None
+
+    wait_for(mid_run, 120, "the first job to be a few steps in", interval_s=0.005)
+    assert worker_queue.cancel(queued.job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+    at_cancel = worker_queue.cancel(running.job_id)
+    assert at_cancel is not None and at_cancel.cancel_requested
+
+    ended = finished(worker_queue, running.job_id)
+    assert ended.status is JobStatus.CANCELLED
+    assert ended.progress.step <= at_cancel.progress.step + 1
+    assert ended.video_path is None
+    assert not (worker_queue.settings.videos_dir / f"{running.job_id}.mp4").exists()
+
+    skipped = worker_queue.store.get(queued.job_id)
+    assert skipped is not None and skipped.status is JobStatus.CANCELLED
+    assert skipped.started_at is None and skipped.worker_id is None
+
+    # The worker goes on serving after a cancel.
+    after = worker_queue.submit(owner, {"prompt": "still working", **SMALL})
+    assert finished(worker_queue, after.job_id).status is JobStatus.COMPLETED
+
+
+def test_no_partial_files_are_left_in_the_videos_folder(worker: WorkerProcess, worker_queue: JobQueue) -> None:
+    record = worker_queue.submit(account(), {"prompt": "tidy", **SMALL})
+    finished(worker_queue, record.job_id)
+    leftovers = [p.name for p in Path(worker_queue.settings.videos_dir).iterdir() if not p.name.endswith(".mp4")]
+    assert leftovers == []
+    assert not any(p.name.startswith(".") for p in worker_queue.settings.videos_dir.iterdir())
