@@ -40,6 +40,7 @@ class Settings:
     model: str = "auto"
     offload: Offload = "auto"
     queue_name: str = "mochi"
+    workers: int = 1
     job_timeout_s: int = 3600
     warmup: bool = True
     limits: Limits = field(default_factory=Limits)
@@ -73,6 +74,7 @@ class Settings:
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, offload),
             queue_name=read.text("MOCHI_QUEUE_NAME", "mochi"),
+            workers=read.integer("MOCHI_WORKERS", 1, minimum=0),
             job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
             warmup=read.boolean("MOCHI_WARMUP", True),
             limits=limits,

@@ -102,7 +102,9 @@ def test_snapped_frame_counts_are_valid_and_nearest(asked: int) -> None:
         ({"fps": 0}, "fps", "fps must be between 1 and 60, got 0"),
     ],
 )
-def test_out_of_range_values_are_refused_with_the_value_quoted(params: dict[str, object], field: str, message: str) -> None:
+def test_out_of_range_values_are_refused_with_the_value_quoted(
+    params: dict[str, object], field: str, message: str
+) -> None:
     assert error_for(prompt="a cat", **params) == {field: message}
 
 

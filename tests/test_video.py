@@ -32,4 +32,3 @@ def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frames must be uint8"):
         write_mp4(np.zeros((3, 16, 16, 3), dtype=np.float32), tmp_path / "x.mp4", fps=30)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
-

@@ -1,0 +1,100 @@
+"""Runs everything on one machine: the embedded server when no URL is set, and N restarted workers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import FrameType
+
+from mochi_app.config import Settings
+from mochi_app.redis_server import EmbeddedServer
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = 2.0
+STOP_GRACE_S = 30.0
+
+
+@dataclass
+class WorkerSlot:
+    """One supervised `python -m mochi_app worker` process, restarted whenever it dies."""
+
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"])
+        log.info("worker %d started (pid %d)", self.index, self.process.pid)
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    server: EmbeddedServer | None = None
+    slots: list[WorkerSlot] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Settings:
+        """Start the server (if needed) and the workers; returns settings that point at the server."""
+        settings = self.settings
+        if settings.redis_url is None:
+            self.server = EmbeddedServer(settings.redis_dir)
+            settings = replace(settings, redis_url=self.server.start())
+        self.slots = [WorkerSlot(index) for index in range(settings.workers)]
+        for slot in self.slots:
+            slot.start()
+        return settings
+
+    def watch(self, poll_s: float = 0.5) -> None:
+        """Restart dead workers until `stop_soon()` is called."""
+        while not self.stopping.wait(poll_s):
+            for slot in self.slots:
+                if slot.process is not None and slot.process.poll() is not None:
+                    log.warning(
+                        "worker %d exited with code %d; restarting in %.0f s",
+                        slot.index,
+                        slot.process.returncode,
+                        RESTART_DELAY_S,
+                    )
+                    if self.stopping.wait(RESTART_DELAY_S):
+                        return
+                    slot.restarts += 1
+                    slot.start()
+
+    def stop_soon(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.stopping.set()
+
+    def stop(self) -> None:
+        """SIGTERM every worker (each finishes or gives up its job), then the server."""
+        live = [slot.process for slot in self.slots if slot.process is not None and slot.process.poll() is None]
+        for process in live:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in live:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.server is not None:
+            self.server.stop()
+        log.info("stopped")
+
+
+def run_all(settings: Settings) -> None:
+    """`python app.py`: serve until Ctrl-C or SIGTERM, then stop every child cleanly."""
+    supervisor = Supervisor(settings)
+    signal.signal(signal.SIGTERM, supervisor.stop_soon)
+    signal.signal(signal.SIGINT, supervisor.stop_soon)
+    try:
+        supervisor.start()
+        log.info("queue server and %d worker(s) running; Ctrl-C stops everything", settings.workers)
+        supervisor.watch()
+    finally:
+        supervisor.stop()
