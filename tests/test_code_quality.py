@@ -13,8 +13,8 @@ from tests.conftest import REPO
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "mochi_app", "tests", "app.py", "benchmarks"],
-        ["ruff", "format", "--check", "mochi_app", "tests", "app.py", "benchmarks"],
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
