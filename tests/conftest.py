@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -143,7 +143,3 @@ def worker(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 def worker_queue(module_settings: Settings, redis: Redis, count_tokens: TokenCounter) -> JobQueue:
     """A producer on the shared worker's queue."""
     return JobQueue(redis, module_settings, count_tokens)
-
-
-def with_queue(settings: Settings, name: str) -> Settings:
-    return replace(settings, queue_name=name)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v2 as imageio
+from redis import Redis
 
+from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
-from tests.conftest import SMALL, WorkerProcess, wait_for
+from mochi_app.tokens import TokenCounter
+from tests.conftest import SMALL, WorkerProcess, start_worker, wait_for
 
 # Big enough that denoising takes a few seconds on a CPU, so a cancel can land mid-run.
 SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}
@@ -114,3 +118,20 @@ def test_no_partial_files_are_left_in_the_videos_folder(worker: WorkerProcess, w
     leftovers = [p.name for p in Path(worker_queue.settings.videos_dir).iterdir() if not p.name.endswith(".mp4")]
     assert leftovers == []
     assert not any(p.name.startswith(".") for p in worker_queue.settings.videos_dir.iterdir())
+
+
+def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, tmp_path: Path
+) -> None:
+    limited = replace(settings, job_timeout_s=2)
+    queue = JobQueue(redis, limited, count_tokens)
+    worker = start_worker(limited, tmp_path / "worker.log")
+    try:
+        slow = queue.submit(account(), {"prompt": "too long", **SLOW})
+        ended = finished(queue, slow.job_id)
+        assert (ended.status, ended.error) == (JobStatus.FAILED, "timed out after 2 s")
+        assert not (limited.videos_dir / f"{slow.job_id}.mp4").exists()
+        quick = queue.submit(account(), {"prompt": "quick", **SMALL, "num_frames": 7})
+        assert finished(queue, quick.job_id).status is JobStatus.COMPLETED
+    finally:
+        worker.stop()
