@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
 
 from mochi_app.config import Settings
@@ -20,16 +22,23 @@ RESTART_DELAY_S = 2.0
 STOP_GRACE_S = 30.0
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 @dataclass
 class WorkerSlot:
     """One supervised `python -m mochi_app worker` process, restarted whenever it dies."""
 
     index: int
+    data_dir: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"])
+        # Pin what the child must agree on with us, whatever folder app.py was started from.
+        env = dict(os.environ, MOCHI_DATA_DIR=str(self.data_dir))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"], env=env)
         log.info("worker %d started (pid %d)", self.index, self.process.pid)
 
 
@@ -46,7 +55,7 @@ class Supervisor:
         if settings.redis_url is None:
             self.server = EmbeddedServer(settings.redis_dir)
             settings = replace(settings, redis_url=self.server.start())
-        self.slots = [WorkerSlot(index) for index in range(settings.workers)]
+        self.slots = [WorkerSlot(index, settings.data_dir) for index in range(settings.workers)]
         for slot in self.slots:
             slot.start()
         return settings
