@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from rq.timeouts import JobTimeoutException
 
-from mochi_app.generator import Rendering, StepCallback
+from mochi_app.config import Settings
+from mochi_app.generator import PromptTooLong, Rendering, StepCallback
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.store import JobStore
 from mochi_app.video import video_path, write_mp4
@@ -36,10 +36,8 @@ class JobRunner:
 
     store: JobStore
     renderer: Renderer
-    data_dir: Path
-    videos_dir: Path
+    settings: Settings
     worker_id: str
-    job_timeout_s: int
 
     def run(self, job_id: str) -> None:
         record = self.store.update(job_id, self._start)
@@ -52,7 +50,9 @@ class JobRunner:
         except JobCancelled:
             self._finish(job_id, JobStatus.CANCELLED, error=None)
         except JobTimeoutException:
-            self._finish(job_id, JobStatus.FAILED, error=f"timed out after {self.job_timeout_s} s")
+            self._finish(job_id, JobStatus.FAILED, error=f"timed out after {self.settings.job_timeout_s} s")
+        except PromptTooLong as exc:
+            self._finish(job_id, JobStatus.FAILED, error=str(exc))
         except Exception as exc:
             log.exception("job %s failed", job_id)
             self._finish(job_id, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
@@ -77,7 +77,7 @@ class JobRunner:
     def _render(self, record: JobRecord) -> JobRecord:
         request = record.request
         rendering = self.renderer.render(request, on_step=self._step_reporter(record.job_id))
-        path = video_path(self.videos_dir, record.job_id)
+        path = video_path(self.settings.videos_dir, record.job_id)
         encode_started = time.perf_counter()
         write_mp4(rendering.frames, path, request.fps)
         encode_s = time.perf_counter() - encode_started
@@ -98,7 +98,7 @@ class JobRunner:
                     "status": JobStatus.COMPLETED,
                     "finished_at": now,
                     "timings": timings,
-                    "video_path": str(path.relative_to(self.data_dir)),
+                    "video_path": str(path.relative_to(self.settings.data_dir)),
                     "output": VideoInfo(
                         num_frames=frame_count, height=height, width=width, fps=request.fps, seed=request.seed or 0
                     ),

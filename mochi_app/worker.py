@@ -34,10 +34,8 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         JobRunner(
             store=JobStore(redis),
             renderer=renderer,
-            data_dir=settings.data_dir,
-            videos_dir=settings.videos_dir,
+            settings=settings,
             worker_id=name,
-            job_timeout_s=settings.job_timeout_s,
         )
     )
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
