@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mochi_app.config import Offload, Settings
-from mochi_app.schemas import GenerationRequest
+from mochi_app.schemas import GenerationRequest, token_limit_message
 from mochi_app.video import Frames
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class MochiRenderer:
                 output_type="np",
                 callback_on_step_end=step_end,
                 callback_on_step_end_tensor_inputs=[],
+                max_sequence_length=self.max_sequence_length,
             )
         finished_at = time.perf_counter()
 
@@ -123,12 +124,16 @@ class MochiRenderer:
         self.render(request, on_step=lambda step, total: None)
         return time.perf_counter() - started_at
 
+    @property
+    def max_sequence_length(self) -> int:
+        return int(self.pipe.transformer.config.max_sequence_length)
+
     def _check_prompt_length(self, request: GenerationRequest) -> None:
-        limit = self.pipe.transformer.config.max_sequence_length
+        limit = self.max_sequence_length
         for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
             tokens = self.count_tokens(text)
             if tokens > limit:
-                raise PromptTooLong(f"{name} is {tokens} tokens long; the limit is {limit}. Shorten it.")
+                raise PromptTooLong(token_limit_message(name, tokens, limit))
 
 
 def load_renderer(settings: Settings) -> MochiRenderer:

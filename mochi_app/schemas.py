@@ -43,6 +43,10 @@ class InvalidRequest(ValueError):
         super().__init__("; ".join(errors.values()))
 
 
+def token_limit_message(field: str, tokens: int, limit: int) -> str:
+    return f"{field} is {tokens} tokens long; the limit is {limit}. Shorten it."
+
+
 def snap_num_frames(num_frames: int) -> int:
     """The valid frame count (6k + 1, at least 7) nearest to `num_frames`; ties go up."""
     k = max(1, (num_frames - 1 + FRAMES_PER_LATENT // 2) // FRAMES_PER_LATENT)
@@ -90,7 +94,7 @@ class GenerationRequest(BaseModel):
     @field_validator("prompt", "negative_prompt")
     @classmethod
     def _check_text(cls, value: str, info: ValidationInfo) -> str:
-        name = info.field_name
+        name = info.field_name or "prompt"
         value = value.strip()
         if name == "prompt" and not value:
             raise ValueError("prompt must not be empty")
@@ -101,9 +105,7 @@ class GenerationRequest(BaseModel):
         if limits is not None and count_tokens is not None and value:
             tokens = count_tokens(value)
             if tokens > limits.max_prompt_tokens:
-                raise ValueError(
-                    f"{name} is {tokens} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it."
-                )
+                raise ValueError(token_limit_message(name, tokens, limits.max_prompt_tokens))
         return value
 
     @field_validator("num_frames")
