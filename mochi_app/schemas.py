@@ -133,9 +133,11 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _check_steps(cls, value: int, info: ValidationInfo) -> int:
         limits, _ = _context(info)
-        low, high = MIN_NUM_INFERENCE_STEPS, None if limits is None else limits.max_num_inference_steps
-        if high is not None and not low <= value <= high:
-            raise ValueError(f"num_inference_steps must be between {low} and {high}, got {value}")
+        if limits is not None and not MIN_NUM_INFERENCE_STEPS <= value <= limits.max_num_inference_steps:
+            raise ValueError(
+                f"num_inference_steps must be between {MIN_NUM_INFERENCE_STEPS} and "
+                f"{limits.max_num_inference_steps}, got {value}"
+            )
         return value
 
     @field_validator("guidance_scale")

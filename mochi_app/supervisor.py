@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 2.0
 STOP_GRACE_S = 30.0
-
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +30,6 @@ class WorkerSlot:
     index: int
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
 
     def start(self) -> None:
         # Pin what the child must agree on with us, whatever folder app.py was started from.
@@ -44,21 +41,21 @@ class WorkerSlot:
 
 @dataclass
 class Supervisor:
+    """Owns the embedded server (if any) and the worker processes of one `python app.py`."""
+
     settings: Settings
     server: EmbeddedServer | None = None
     slots: list[WorkerSlot] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> Settings:
-        """Start the server (if needed) and the workers; returns settings that point at the server."""
-        settings = self.settings
-        if settings.redis_url is None:
-            self.server = EmbeddedServer(settings.redis_dir)
-            settings = replace(settings, redis_url=self.server.start())
-        self.slots = [WorkerSlot(index, settings.data_dir) for index in range(settings.workers)]
+    def start(self) -> None:
+        """Start the server (unless MOCHI_REDIS_URL names one) and the workers, who find it in the data dir."""
+        if self.settings.redis_url is None:
+            self.server = EmbeddedServer(self.settings.redis_dir)
+            self.server.start()
+        self.slots = [WorkerSlot(index, self.settings.data_dir) for index in range(self.settings.workers)]
         for slot in self.slots:
             slot.start()
-        return settings
 
     def watch(self, poll_s: float = 0.5) -> None:
         """Restart dead workers until `stop_soon()` is called."""
@@ -73,7 +70,6 @@ class Supervisor:
                     )
                     if self.stopping.wait(RESTART_DELAY_S):
                         return
-                    slot.restarts += 1
                     slot.start()
 
     def stop_soon(self, signum: int | None = None, frame: FrameType | None = None) -> None:
