@@ -1,4 +1,4 @@
-"""`python -m mochi_app`: the worker, and one-off renders without a queue."""
+"""`python -m mochi_app`: the web process, the worker, and one-off renders without a queue."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m mochi_app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    commands.add_parser("serve", help="run the web process alone (page, REST, Gradio API) against the queue")
+
     worker = commands.add_parser("worker", help="take jobs from the queue and render them (one per GPU)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
 
@@ -56,9 +58,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog}: error: {exc}\n")
+    if args.command == "serve":
+        return _serve(settings)
     if args.command == "worker":
         return _worker(settings, args.burst)
     return _generate(parser, settings, args)
+
+
+def _serve(settings: Settings) -> int:
+    from mochi_app.redis_server import QueueUnavailable
+    from mochi_app.web import serve
+
+    try:
+        serve(settings)
+    except QueueUnavailable as exc:
+        log.error("%s", exc)
+        return RUNTIME_ERROR
+    return 0
 
 
 def _worker(settings: Settings, burst: bool) -> int:

@@ -12,6 +12,7 @@ Offload = Literal["auto", "none", "model", "sequential"]
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(Offload)
 
 T = TypeVar("T")
+MAX_PORT = 65535
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,8 @@ class Settings:
     workers: int = 1
     job_timeout_s: int = 3600
     warmup: bool = True
+    host: str = "127.0.0.1"
+    port: int = 7860
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -77,6 +80,9 @@ class Settings:
             workers=read.integer("MOCHI_WORKERS", 1, minimum=0),
             job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
             warmup=read.boolean("MOCHI_WARMUP", True),
+            # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
+            host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),
+            port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
             limits=limits,
         )
 
@@ -97,10 +103,12 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self._parse(name, default, str, "text")
 
-    def integer(self, name: str, default: int, minimum: int) -> int:
+    def integer(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self._parse(name, default, int, "an integer")
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{name} must be at most {maximum}, got {value}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:

@@ -77,6 +77,10 @@ class MochiRenderer:
     def count_tokens(self, text: str) -> int:
         return len(self.pipe.tokenizer(text).input_ids)
 
+    def tokenizer_json(self) -> str:
+        """The tokenizer as the pipeline really runs it, for counting tokens without torch."""
+        return str(self.pipe.tokenizer.backend_tokenizer.to_str())
+
     def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
         """Render `request`; `on_step(step, total)` runs after every denoising step and may raise to stop."""
         import torch

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import cancel_job
 from rq.serializers import JSONSerializer
@@ -101,6 +101,11 @@ class JobQueue:
     def depth(self) -> int:
         """How many jobs are waiting."""
         return self.rq.count
+
+    def live_workers(self) -> int:
+        """Workers registered on this queue whose registration has not expired."""
+        keys = Worker.all_keys(connection=self.redis, queue=self.rq)
+        return int(self.redis.exists(*keys)) if keys else 0
 
     def _drop_from_queue(self, job_id: str) -> None:
         # The record already says CANCELLED, so a worker that dequeued the job first skips it.

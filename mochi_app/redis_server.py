@@ -101,13 +101,19 @@ class EmbeddedServer:
         return ["--port", str(port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{port}/0"
 
 
-def connect(settings: Settings) -> Redis:
-    """A client for the server in `MOCHI_REDIS_URL`, else the embedded one under `MOCHI_DATA_DIR`."""
+def queue_url(settings: Settings) -> str:
+    """`MOCHI_REDIS_URL`, else the URL the embedded server under `MOCHI_DATA_DIR` recorded."""
     url = settings.redis_url or _recorded_url(settings.redis_dir)
     if not url:
         raise QueueUnavailable(
             f"no queue server: set MOCHI_REDIS_URL, or start `python app.py` with MOCHI_DATA_DIR={settings.data_dir}"
         )
+    return url
+
+
+def connect(settings: Settings) -> Redis:
+    """A client for the server `queue_url` names, once it has answered."""
+    url = queue_url(settings)
     client = Redis.from_url(url)
     try:
         client.ping()

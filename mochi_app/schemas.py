@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from mochi_app.config import Limits
 
-TokenCounter = Callable[[str], int]
+# Tokens in a text, or None when they cannot be counted yet (no worker has published its tokenizer).
+TokenCounter = Callable[[str], int | None]
 
 MAX_SEED = 2**32 - 1
 FRAMES_PER_LATENT = 6  # Mochi's VAE compresses time 6x: valid frame counts are 6k + 1.
@@ -104,7 +105,7 @@ class GenerationRequest(BaseModel):
         limits, count_tokens = _context(info)
         if limits is not None and count_tokens is not None and value:
             tokens = count_tokens(value)
-            if tokens > limits.max_prompt_tokens:
+            if tokens is not None and tokens > limits.max_prompt_tokens:
                 raise ValueError(token_limit_message(name, tokens, limits.max_prompt_tokens))
         return value
 
@@ -231,3 +232,39 @@ class JobRecord(BaseModel):
     error: str | None = None
     video_path: str | None = None
     output: VideoInfo | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as its owner sees it through REST and the Gradio API."""
+
+    job_id: str
+    status: JobStatus
+    request: GenerationRequest
+    num_frames: int
+    duration_s: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    progress: Progress
+    queue_position: int | None = Field(description="jobs ahead of this one while PENDING")
+    eta_s: float | None = Field(description="seconds of denoising left, from the steps measured so far")
+    timings: Timings
+    model: str | None
+    error: str | None
+    output: VideoInfo | None
+    download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
+
+
+class JobPagePublic(BaseModel):
+    """One page of an account's jobs, newest first; pass `next_cursor` back as `cursor` for the next."""
+
+    jobs: list[JobPublic]
+    next_cursor: str | None
+
+
+class HealthPublic(BaseModel):
+    status: str = Field(description="ok, or degraded when no worker is listening")
+    redis: bool
+    live_workers: int
+    queue_depth: int
+    model: str | None = Field(description="the model the workers announced; None before any has started")

@@ -1,4 +1,4 @@
-"""Runs everything on one machine: the embedded server when no URL is set, and N restarted workers."""
+"""Runs everything on one machine: the embedded server when no URL is set, N restarted workers, the web."""
 
 from __future__ import annotations
 
@@ -93,13 +93,19 @@ class Supervisor:
 
 
 def run_all(settings: Settings) -> None:
-    """`python app.py`: serve until Ctrl-C or SIGTERM, then stop every child cleanly."""
+    """`python app.py`: the web process in the foreground until Ctrl-C or SIGTERM, then stop every child."""
+    from mochi_app.web import serve
+
     supervisor = Supervisor(settings)
+    # uvicorn takes these signals while it serves and hands them back here when it has shut down.
     signal.signal(signal.SIGTERM, supervisor.stop_soon)
     signal.signal(signal.SIGINT, supervisor.stop_soon)
     try:
         supervisor.start()
+        threading.Thread(target=supervisor.watch, name="supervisor", daemon=True).start()
         log.info("queue server and %d worker(s) running; Ctrl-C stops everything", settings.workers)
-        supervisor.watch()
+        if not supervisor.stopping.is_set():
+            serve(settings)
     finally:
+        supervisor.stop_soon()
         supervisor.stop()

@@ -23,6 +23,13 @@ class TokenCounter:
         return cls(Tokenizer.from_file(str(tokenizer_json)))
 
     @classmethod
+    def from_json(cls, tokenizer_json: str) -> TokenCounter:
+        """From the text of a `tokenizer.json` (what workers publish with their model card)."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(tokenizer_json))
+
+    @classmethod
     def tiny(cls) -> TokenCounter:
         from mochi_app.tiny_model import build_tiny_tokenizer
 

@@ -11,6 +11,7 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
+from mochi_app.model_card import publish_model_card
 from mochi_app.queue import rq_queue
 from mochi_app.redis_server import connect
 from mochi_app.store import JobStore
@@ -29,6 +30,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     renderer = load_renderer(settings)
     if settings.warmup:
         log.info("warm-up render took %.1f s", renderer.warm_up())
+    publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())
     name = worker_id()
     install_runner(
         JobRunner(

@@ -51,3 +51,16 @@ def test_bad_values_name_the_variable_and_quote_the_value(name: str, value: str,
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({name: value})
     assert str(caught.value) == message
+
+
+def test_web_address_defaults_to_loopback_and_honours_space_variables() -> None:
+    assert (Settings.from_env({}).host, Settings.from_env({}).port) == ("127.0.0.1", 7860)
+    space = Settings.from_env({"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861"})
+    assert (space.host, space.port) == ("0.0.0.0", 7861)
+    ours = Settings.from_env({"GRADIO_SERVER_PORT": "7861", "MOCHI_PORT": "8000", "MOCHI_HOST": "::1"})
+    assert (ours.host, ours.port) == ("::1", 8000)
+
+
+def test_port_out_of_range_is_refused() -> None:
+    with pytest.raises(SettingsError, match="MOCHI_PORT must be at most 65535, got 70000"):
+        Settings.from_env({"MOCHI_PORT": "70000"})

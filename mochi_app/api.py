@@ -1,0 +1,126 @@
+"""REST routes: submit, status, download, list, cancel and health, beside the Gradio page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from redis.exceptions import RedisError
+
+from mochi_app.accounts import account_for
+from mochi_app.schemas import GenerationRequest, HealthPublic, InvalidRequest, JobPagePublic, JobPublic
+from mochi_app.studio import AccountNotFound, JobConflict, JobNotFound, Studio
+
+QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
+
+
+def current_account(request: Request) -> str:
+    return account_for(request.headers)
+
+
+CurrentAccount = Annotated[str, Depends(current_account)]
+# The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
+GENERATE_BODY_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": GenerationRequest.model_json_schema()}},
+    }
+}
+
+
+def build_router(studio: Studio) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
+    def generate(params: Annotated[dict[str, Any], Body()], account: CurrentAccount, response: Response) -> JobPublic:
+        """Queue a prompt; answers at once with the job id."""
+        job = studio.submit(account, params)
+        response.headers["Location"] = f"/status/{job.job_id}"
+        return job
+
+    @router.get("/status/{job_id}")
+    def status(job_id: str, account: CurrentAccount) -> JobPublic:
+        """A job's status, progress, queue position, timings and error."""
+        return studio.status(account, job_id)
+
+    @router.get("/download/{job_id}", response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+    def download(job_id: str, account: CurrentAccount) -> FileResponse:
+        """The finished video (MP4); 409 until the job has completed."""
+        path = studio.video(account, job_id)
+        return FileResponse(
+            path, media_type="video/mp4", filename=f"mochi-{job_id}.mp4", content_disposition_type="inline"
+        )
+
+    @router.get("/jobs/{account_id}")
+    def jobs(
+        account_id: str,
+        account: CurrentAccount,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> JobPagePublic:
+        """An account's jobs, newest first."""
+        if account_id != account:
+            raise AccountNotFound(account_id)
+        return studio.jobs(account, limit, cursor)
+
+    @router.post("/cancel/{job_id}")
+    def cancel(job_id: str, account: CurrentAccount) -> JobPublic:
+        """Cancel a pending job, or stop a running one at its next step."""
+        return studio.cancel(account, job_id)
+
+    @router.get("/healthz", responses={503: {"model": HealthPublic}})
+    def healthz() -> JSONResponse:
+        """Whether the queue answers, how many workers listen, and how many jobs wait."""
+        health = studio.health()
+        return JSONResponse(health.model_dump(), status_code=200 if health.redis else 503)
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become 404/409/422/503 with a `detail` a person can act on; never a 500 page."""
+
+    def respond(status_code: int, detail: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"detail": detail, **extra}, status_code=status_code)
+
+    @app.exception_handler(JobNotFound)
+    @app.exception_handler(AccountNotFound)
+    async def not_found(request: Request, exc: LookupError) -> JSONResponse:
+        return respond(404, str(exc))
+
+    @app.exception_handler(JobConflict)
+    async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
+        return respond(409, str(exc))
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return respond(422, str(exc), errors=exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = {_where(error["loc"]): _say(error) for error in exc.errors()}
+        return respond(422, "; ".join(errors.values()), errors=errors)
+
+    @app.exception_handler(RedisError)
+    async def queue_unreachable(request: Request, exc: RedisError) -> JSONResponse:
+        response = respond(503, QUEUE_UNREACHABLE)
+        response.headers["Retry-After"] = "5"
+        return response
+
+
+def _where(loc: tuple[Any, ...] | list[Any]) -> str:
+    """`body`, or the field inside it (`body.limit` -> `limit`, `query.limit` -> `limit`)."""
+    named = [str(part) for part in loc[1:] if isinstance(part, str)]
+    return ".".join(named) or str(loc[0])
+
+
+def _say(error: Any) -> str:
+    """FastAPI's own checks (JSON syntax, query and path types), phrased like GenerationRequest's."""
+    where = _where(error["loc"])
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', 'syntax error')}"
+    if error["loc"][0] == "body" and len(error["loc"]) == 1:
+        return "the body must be a JSON object of parameters, such as {\"prompt\": \"a cat\"}"
+    return f"{where}: {error['msg'].lower()}, got {error.get('input')!r}"

@@ -1,0 +1,111 @@
+"""HTML fragments the page shows: the model banner, a job's status card, its player, a gallery caption."""
+
+from __future__ import annotations
+
+import time
+from html import escape
+
+from mochi_app.model_card import ModelCard
+from mochi_app.schemas import JobPublic, JobStatus
+
+
+def frames_label(num_frames: int, fps: int) -> str:
+    return f"{num_frames} frames = {num_frames / fps:.1f} s at {fps} fps"
+
+
+def tokens_label(tokens: int | None, limit: int) -> str:
+    if tokens is None:
+        return "Token count appears once a worker has loaded the model."
+    if tokens > limit:
+        return f"**{tokens} / {limit} tokens: too long.** Shorten it to {limit} tokens or fewer."
+    return f"{tokens} / {limit} tokens"
+
+
+def model_banner(card: ModelCard | None) -> str:
+    if card is None:
+        return (
+            '<div class="banner warn">No worker has started yet. Jobs wait in the queue until one is ready.</div>'
+        )
+    if card.is_tiny:
+        return (
+            '<div class="banner warn">Model: <b>tiny</b>, random weights for trying the studio without a GPU. '
+            "Its videos are noise.</div>"
+        )
+    return f'<div class="banner">Model: <b>{escape(card.name)}</b></div>'
+
+
+def status_card(job: JobPublic | None) -> str:
+    """The followed job: where it is in the queue, how far it got, or how it ended."""
+    if job is None:
+        return '<div class="job-card empty">Write a prompt and press Generate. Your video appears here.</div>'
+    lines = [f'<span class="badge {job.status.lower()}">{job.status}</span> <code>{job.job_id[:8]}</code>']
+    lines.append(escape(_clip(job.request.prompt, 140)))
+    lines.append(_state_line(job))
+    if job.status is JobStatus.RUNNING:
+        lines.append(f'<progress value="{job.progress.step}" max="{job.progress.total}"></progress>')
+    lines.append(f'<span class="meta">{_meta(job)}</span>')
+    return '<div class="job-card">' + "".join(f"<div>{line}</div>" for line in lines) + "</div>"
+
+
+def player(job: JobPublic | None) -> str:
+    """The finished video with a download link; nothing until there is one."""
+    if job is None or job.download_url is None:
+        return ""
+    src = escape(job.download_url.lstrip("/"))  # relative, so it works under any root path
+    return (
+        f'<video class="player" src="{src}" controls autoplay loop muted playsinline></video>'
+        f'<a class="download" href="{src}" download="mochi-{job.job_id}.mp4">Download MP4</a>'
+    )
+
+
+def gallery_media(job: JobPublic) -> str:
+    """A gallery tile: the video itself once finished (its first frame is the thumbnail), else its state."""
+    if job.download_url is not None:
+        src = escape(job.download_url.lstrip("/"))
+        return f'<video class="thumb" src="{src}" preload="metadata" muted loop playsinline controls></video>'
+    return f'<div class="thumb placeholder"><span class="badge {job.status.lower()}">{job.status}</span></div>'
+
+
+def gallery_caption(job: JobPublic) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_at))
+    return (
+        f'<div class="caption"><div class="prompt">{escape(_clip(job.request.prompt, 90))}</div>'
+        f'<div class="meta"><span class="badge {job.status.lower()}">{job.status}</span> '
+        f"seed {job.request.seed} · {job.duration_s:.1f} s · {created}</div></div>"
+    )
+
+
+def _state_line(job: JobPublic) -> str:
+    if job.status is JobStatus.PENDING:
+        ahead = job.queue_position
+        if ahead is None or ahead == 0:
+            return "Queued: next in line."
+        return f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead."
+    if job.status is JobStatus.RUNNING:
+        eta = f", about {_seconds(job.eta_s)} left" if job.eta_s is not None else ""
+        return f"Step {job.progress.step} of {job.progress.total}{eta}."
+    if job.status is JobStatus.COMPLETED:
+        took = job.timings.total_s or 0.0
+        return f"Done in {_seconds(took)} (denoise {_seconds(job.timings.denoise_s or 0.0)})."
+    if job.status is JobStatus.FAILED:
+        return f'<span class="error">Failed: {escape(job.error or "unknown error")}</span>'
+    return "Cancelled."
+
+
+def _meta(job: JobPublic) -> str:
+    request = job.request
+    return (
+        f"seed {request.seed} · {frames_label(job.num_frames, request.fps)} · "
+        f"{request.width}x{request.height} · {request.num_inference_steps} steps · guidance {request.guidance_scale:g}"
+    )
+
+
+def _seconds(seconds: float | None) -> str:
+    seconds = seconds or 0.0
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"

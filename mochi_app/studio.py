@@ -1,0 +1,156 @@
+"""What the web offers an account: submit, look up, list, cancel and delete its own jobs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from mochi_app.config import Settings
+from mochi_app.model_card import ModelCard, ModelCards
+from mochi_app.queue import JobQueue
+from mochi_app.schemas import HealthPublic, InvalidRequest, JobPagePublic, JobPublic, JobRecord, JobStatus
+from mochi_app.video import video_path
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 100
+
+
+class JobNotFound(LookupError):
+    """No such job for this account; another account's job is reported the same way."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id[:64]!r}")
+
+
+class AccountNotFound(LookupError):
+    """No such account for this caller; another account is reported the same way."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"no account with id {account_id[:64]!r}")
+
+
+class JobConflict(ValueError):
+    """The job exists but is in the wrong state for what was asked."""
+
+
+def download_path(job_id: str) -> str:
+    """The URL path (relative to the app's root) that serves a finished job's MP4."""
+    return f"/download/{job_id}"
+
+
+class Studio:
+    """The web process's view of the queue, always on behalf of one account."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.models = ModelCards(redis, settings.queue_name)
+        self.queue = JobQueue(redis, settings, self.models.count_tokens)
+        self.store = self.queue.store
+
+    def submit(self, account_id: str, params: Mapping[str, Any]) -> JobPublic:
+        """Validate and enqueue; raises InvalidRequest naming each bad field."""
+        return self._public(self.queue.submit(account_id, params))
+
+    def record(self, account_id: str, job_id: str) -> JobRecord:
+        """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise JobNotFound(job_id) from None
+        record = self.store.get(job_id)
+        if record is None or record.account_id != account_id:
+            raise JobNotFound(job_id)
+        return record
+
+    def status(self, account_id: str, job_id: str) -> JobPublic:
+        return self._public(self.record(account_id, job_id))
+
+    def video(self, account_id: str, job_id: str) -> Path:
+        """The finished MP4; JobConflict while the job has not completed."""
+        record = self.record(account_id, job_id)
+        if record.status is not JobStatus.COMPLETED:
+            raise JobConflict(f"job {job_id} is {record.status}; its video can be downloaded once it is COMPLETED")
+        path = video_path(self.settings.videos_dir, job_id)
+        if not path.is_file():
+            raise JobConflict(f"job {job_id} completed but its video file is gone")
+        return path
+
+    def jobs(self, account_id: str, limit: int = 20, cursor: str | None = None) -> JobPagePublic:
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest({"limit": f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"})
+        page = self.store.list_for_account(account_id, limit, cursor)
+        return JobPagePublic(jobs=[self._public(record) for record in page.records], next_cursor=page.next_cursor)
+
+    def cancel(self, account_id: str, job_id: str) -> JobPublic:
+        """Cancel a pending or running job; JobConflict once it has finished."""
+        record = self.record(account_id, job_id)
+        if record.status.is_terminal:
+            raise JobConflict(f"job {job_id} is already {record.status}")
+        cancelled = self.queue.cancel(job_id)
+        if cancelled is None:
+            raise JobNotFound(job_id)
+        return self._public(cancelled)
+
+    def delete(self, account_id: str, job_id: str) -> None:
+        """Remove a finished job: its record, its place in the gallery and its video."""
+        record = self.record(account_id, job_id)
+        if not record.status.is_terminal:
+            raise JobConflict(f"job {job_id} is {record.status}; cancel it before deleting it")
+        self.store.delete(record)
+        video_path(self.settings.videos_dir, job_id).unlink(missing_ok=True)
+        log.info("job %s deleted by its account", job_id)
+
+    def model(self) -> ModelCard | None:
+        return self.models.current()
+
+    def health(self) -> HealthPublic:
+        try:
+            self.redis.ping()
+            workers, depth, card = self.queue.live_workers(), self.queue.depth(), self.model()
+        except RedisError:
+            return HealthPublic(status="unavailable", redis=False, live_workers=0, queue_depth=0, model=None)
+        return HealthPublic(
+            status="ok" if workers else "degraded",
+            redis=True,
+            live_workers=workers,
+            queue_depth=depth,
+            model=card.name if card else None,
+        )
+
+    def _public(self, record: JobRecord) -> JobPublic:
+        pending = record.status is JobStatus.PENDING
+        return JobPublic(
+            job_id=record.job_id,
+            status=record.status,
+            request=record.request,
+            num_frames=record.num_frames,
+            duration_s=round(record.num_frames / record.request.fps, 2),
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            progress=record.progress,
+            queue_position=self.queue.position(record.job_id) if pending else None,
+            eta_s=_eta_s(record),
+            timings=record.timings,
+            model=record.model,
+            error=record.error,
+            output=record.output,
+            download_url=download_path(record.job_id) if record.status is JobStatus.COMPLETED else None,
+        )
+
+
+def _eta_s(record: JobRecord) -> float | None:
+    """Denoising time left, extrapolated from the steps done so far."""
+    if record.status is not JobStatus.RUNNING or record.started_at is None or record.progress.step == 0:
+        return None
+    per_step_s = (time.time() - record.started_at) / record.progress.step
+    return round(per_step_s * (record.progress.total - record.progress.step), 1)

@@ -1,0 +1,46 @@
+"""The web process: FastAPI with the REST routes and the Gradio page mounted beside them (no torch)."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+from redis import Redis
+
+from mochi_app.api import build_router, install_error_handlers
+from mochi_app.config import Settings
+from mochi_app.redis_server import queue_url
+from mochi_app.studio import Studio
+from mochi_app.ui import CSS, build_ui
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S = 5.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The whole web surface; it starts without Redis and answers 503 until Redis answers."""
+    redis = Redis.from_url(
+        queue_url(settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    studio = Studio(redis, settings)
+    app = FastAPI(
+        title="Mochi studio",
+        description="Text to video with Genmo's Mochi 1: submit a prompt, poll its status, download the MP4.",
+        docs_url="/docs",
+    )
+    install_error_handlers(app)
+    app.include_router(build_router(studio))
+    # Mounted last: the REST routes above match first; the page takes everything else.
+    gr.mount_gradio_app(app, build_ui(studio), path="/", css=CSS, footer_links=["api"], ssr_mode=False)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the web process in the foreground until SIGINT or SIGTERM."""
+    app = create_app(settings)
+    shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
+    log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
