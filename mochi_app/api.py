@@ -122,5 +122,5 @@ def _say(error: Any) -> str:
     if error["type"] == "json_invalid":
         return f"the body is not valid JSON: {error.get('ctx', {}).get('error', 'syntax error')}"
     if error["loc"][0] == "body" and len(error["loc"]) == 1:
-        return "the body must be a JSON object of parameters, such as {\"prompt\": \"a cat\"}"
+        return 'the body must be a JSON object of parameters, such as {"prompt": "a cat"}'
     return f"{where}: {error['msg'].lower()}, got {error.get('input')!r}"

@@ -23,9 +23,7 @@ def tokens_label(tokens: int | None, limit: int) -> str:
 
 def model_banner(card: ModelCard | None) -> str:
     if card is None:
-        return (
-            '<div class="banner warn">No worker has started yet. Jobs wait in the queue until one is ready.</div>'
-        )
+        return '<div class="banner warn">No worker has started yet. Jobs wait in the queue until one is ready.</div>'
     if card.is_tiny:
         return (
             '<div class="banner warn">Model: <b>tiny</b>, random weights for trying the studio without a GPU. '

@@ -41,7 +41,7 @@ CSS = """
 .badge.completed { background: #dcfce7; color: #166534; } .badge.failed { background: #fee2e2; color: #991b1b; }
 .badge.cancelled { background: #f3f4f6; color: #4b5563; }
 .meta { font-size: 13px; color: var(--body-text-color-subdued); } .error { color: #b91c1c; }
-.player { width: 100%; border-radius: 8px; background: #000; }
+.player { width: 100%; max-height: 60vh; border-radius: 8px; background: #000; }
 .download { display: inline-block; margin-top: 6px; }
 .gallery-grid { flex-wrap: wrap !important; gap: 12px; }
 .gallery-item { min-width: 260px !important; max-width: 32%; border: 1px solid var(--border-color-primary);
@@ -269,13 +269,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         end_button = gr.Button("Delete", size="sm", variant="stop")
                     else:
                         end_button = gr.Button("Cancel", size="sm", variant="stop")
-            job_id = job.job_id
-            then_refresh(open_button.click(lambda: job_id, None, followed, **INTERNAL))
-            remix_button.click(functools.partial(remix, job_id), None, form, **INTERNAL)
+                item = gr.State(job.job_id)
+            then_refresh(open_button.click(lambda job_id: job_id, item, followed, **INTERNAL))
+            remix_button.click(remix, item, form, **INTERNAL)
             if job.status.is_terminal:
-                then_refresh(end_button.click(functools.partial(delete_job, job_id), followed, followed, **INTERNAL))
+                then_refresh(end_button.click(delete_job, [item, followed], followed, **INTERNAL))
             else:
-                then_refresh(end_button.click(functools.partial(cancel_job, job_id), None, None, **INTERNAL))
+                then_refresh(end_button.click(cancel_job, item, None, **INTERNAL))
 
         @_user_errors
         def remix(job_id: str, request: gr.Request) -> tuple[Any, ...]:

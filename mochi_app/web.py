@@ -22,9 +22,7 @@ REDIS_TIMEOUT_S = 5.0
 
 def create_app(settings: Settings) -> FastAPI:
     """The whole web surface; it starts without Redis and answers 503 until Redis answers."""
-    redis = Redis.from_url(
-        queue_url(settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    redis = Redis.from_url(queue_url(settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     studio = Studio(redis, settings)
     app = FastAPI(
         title="Mochi studio",

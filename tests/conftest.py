@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 
@@ -21,6 +23,11 @@ from mochi_app.tokens import TokenCounter
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_frames": 31, "height": 96, "width": 160, "num_inference_steps": 4}
+SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}  # long enough to cancel
+
+
+def new_account() -> str:
+    return f"acct-{uuid.uuid4().hex[:8]}"
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02) -> object:
@@ -86,8 +93,24 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 @dataclass
-class WorkerProcess:
+class Child:
+    """A subprocess of ours (worker, web, app.py) whose output goes to a log file."""
+
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -95,35 +118,47 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(20)
+                self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
 
 
-def start_worker(settings: Settings, log_path: Path, **extra_env: str) -> WorkerProcess:
-    """`python -m mochi_app worker` in a subprocess, returned once it is ready for jobs."""
+def start_child(command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[Child], bool]) -> Child:
+    """Start `command` and return once `ready(child)` holds; fail with its log if it dies first."""
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mochi_app", "worker"],
-            cwd=REPO,
-            env=worker_env(settings, **extra_env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(process, log_path)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    child = Child(process, log_path)
 
-    def ready() -> bool:
+    def started() -> bool:
         if process.poll() is not None:
-            pytest.fail(f"worker exited with {process.returncode}:\n{worker.log}")
-        return "ready on queue" in worker.log
+            pytest.fail(f"{' '.join(command)} exited with {process.returncode}:\n{child.log}")
+        return ready(child)
 
-    wait_for(ready, 120, "the worker to be ready", interval_s=0.1)
-    return worker
+    wait_for(started, 120, f"{' '.join(command[1:])} to be ready", interval_s=0.1)
+    return child
+
+
+def start_worker(settings: Settings, log_path: Path, **extra_env: str) -> Child:
+    """`python -m mochi_app worker` in a subprocess, returned once it is ready for jobs."""
+    command = [sys.executable, "-m", "mochi_app", "worker"]
+    return start_child(
+        command, worker_env(settings, **extra_env), log_path, lambda child: "ready on queue" in child.log
+    )
+
+
+def start_web(settings: Settings, log_path: Path) -> tuple[Child, str]:
+    """`python -m mochi_app serve` on a free port; returns the process and its base URL once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mochi_app", "serve"]
+    env = worker_env(settings, MOCHI_PORT=str(port))
+    return start_child(command, env, log_path, lambda child: answers(f"{url}/healthz")), url
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +167,7 @@ def module_settings(data_dir: Path, redis_url: str) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def worker(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def worker(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Child]:
     """One worker process shared by a test module, on that module's own queue."""
     running = start_worker(module_settings, tmp_path_factory.mktemp("worker") / "worker.log")
     yield running
@@ -143,3 +178,39 @@ def worker(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 def worker_queue(module_settings: Settings, redis: Redis, count_tokens: TokenCounter) -> JobQueue:
     """A producer on the shared worker's queue."""
     return JobQueue(redis, module_settings, count_tokens)
+
+
+def newcomer_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of someone who just cloned the repo: no MOCHI_* settings but a fresh data folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOCHI_", "GRADIO_"))}
+    env.update(MOCHI_DATA_DIR=str(data_dir), MOCHI_PORT=str(port), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@dataclass
+class RunningApp:
+    child: Child
+    url: str
+    data_dir: Path
+
+
+def start_app(tmp_path: Path, **extra_env: str) -> RunningApp:
+    """`python app.py` as a newcomer runs it, returned once the page answers and a worker is ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "data"
+
+    def ready(app: Child) -> bool:
+        return "ready on queue" in app.log and answers(f"{url}/healthz")
+
+    env = newcomer_env(data_dir, port, **extra_env)
+    child = start_child([sys.executable, "app.py"], env, tmp_path / "app.log", ready)
+    return RunningApp(child, url, data_dir)
+
+
+@pytest.fixture(scope="session")
+def studio_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    """One `python app.py` shared by the end-to-end and browser tests."""
+    app = start_app(tmp_path_factory.mktemp("app"))
+    yield app
+    app.child.stop()

@@ -1,47 +1,78 @@
-"""`python app.py` as a newcomer runs it: embedded server, a supervised worker, a clean stop."""
+"""`python app.py` as a newcomer runs it: page, REST and gradio_client on one port; workers supervised."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
-import subprocess
-import sys
-import uuid
 from pathlib import Path
+from typing import Any
 
-from mochi_app.config import Settings
-from mochi_app.queue import JobQueue
-from mochi_app.redis_server import connect
-from mochi_app.schemas import JobStatus
-from mochi_app.tokens import TokenCounter
-from tests.conftest import REPO, SMALL, wait_for
+import httpx
+import pytest
+import imageio.v3 as iio
+from gradio_client import Client
+
+from tests.conftest import SMALL, RunningApp, start_app, wait_for
 
 
-def test_app_runs_jobs_restarts_a_dead_worker_and_stops_cleanly(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    log_path = tmp_path / "app.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOCHI_")}
-    env.update(MOCHI_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
-    with log_path.open("wb") as log_file:
-        app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    log = lambda: log_path.read_text(errors="replace")  # noqa: E731
-    try:
-        wait_for(lambda: "ready on queue" in log(), 120, "the first worker", interval_s=0.1)
-        settings = Settings(data_dir=data_dir)
-        queue = JobQueue(connect(settings), settings, TokenCounter.tiny())
-        record = queue.submit(f"acct-{uuid.uuid4().hex[:6]}", {"prompt": "a cat", **SMALL})
-        done = wait_for(lambda: (r := queue.store.get(record.job_id)) and r.status.is_terminal and r, 120, "the job")
-        assert done.status is JobStatus.COMPLETED  # type: ignore[union-attr]
+def download(app: RunningApp, job: dict[str, Any], to: Path) -> tuple[int, ...]:
+    """Fetch a finished job's MP4 and return its decoded shape (frames, height, width, channels)."""
+    to.write_bytes(httpx.get(app.url + job["download_url"]).raise_for_status().content)
+    return tuple(iio.imread(to).shape)
 
-        first_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", log())[0])
-        os.kill(first_pid, signal.SIGKILL)
-        wait_for(lambda: log().count("ready on queue") == 2, 120, "the restarted worker", interval_s=0.1)
-        assert "worker 0 exited with code -9; restarting" in log()
-    finally:
-        app.send_signal(signal.SIGTERM)
-        code = app.wait(60)
-    assert code == 0, log()
-    assert not (data_dir / "redis" / "server.url").exists()
-    second_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", log())[1])
-    assert not Path(f"/proc/{second_pid}").exists() or "zombie" in Path(f"/proc/{second_pid}/status").read_text()
+
+def test_gradio_client_submits_polls_and_downloads(studio_app: RunningApp, tmp_path: Path) -> None:
+    client = Client(studio_app.url, verbose=False)
+    job = client.predict("a paper boat on a river", **SMALL, api_name="/submit")
+
+    def completed() -> dict[str, Any] | None:
+        status: dict[str, Any] = client.predict(job["job_id"], api_name="/status")
+        assert status["status"] in {"PENDING", "RUNNING", "COMPLETED"}, status
+        return status if status["status"] == "COMPLETED" else None
+
+    done = wait_for(completed, 120, "the job", interval_s=0.2)
+    assert download(studio_app, done, tmp_path / "boat.mp4") == (31, 96, 160, 3)  # type: ignore[arg-type]
+
+
+def test_rest_submits_polls_and_downloads(studio_app: RunningApp, tmp_path: Path) -> None:
+    job = httpx.post(f"{studio_app.url}/generate", json={"prompt": "a kite over a beach", **SMALL}).json()
+
+    def completed() -> dict[str, Any] | None:
+        status: dict[str, Any] = httpx.get(f"{studio_app.url}/status/{job['job_id']}").json()
+        return status if status["status"] == "COMPLETED" else None
+
+    done = wait_for(completed, 120, "the job", interval_s=0.2)
+    assert download(studio_app, done, tmp_path / "kite.mp4") == (31, 96, 160, 3)  # type: ignore[arg-type]
+
+
+def test_a_killed_worker_comes_back_and_the_next_job_completes(studio_app: RunningApp) -> None:
+    app = studio_app.child
+    first_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", app.log)[-1])
+    os.kill(first_pid, signal.SIGKILL)
+    wait_for(lambda: "worker 0 exited with code -9; restarting" in app.log, 30, "the restart notice")
+    wait_for(lambda: len(re.findall(r"worker 0 started", app.log)) >= 2, 30, "the restarted worker")
+    job = httpx.post(f"{studio_app.url}/generate", json={"prompt": "after the crash", **SMALL}).json()
+    done = wait_for(
+        lambda: (s := httpx.get(f"{studio_app.url}/status/{job['job_id']}").json())["status"] == "COMPLETED" and s,
+        120,
+        "the job on the restarted worker",
+    )
+    assert done["model"] == "tiny"  # type: ignore[index]
+
+
+def test_the_console_says_where_to_look_and_that_tiny_videos_are_noise(studio_app: RunningApp) -> None:
+    log = studio_app.child.log
+    assert f"studio page at {studio_app.url}" in log
+    assert "TINY random-weight model: its videos are noise" in log
+
+
+def test_sigterm_stops_every_child_cleanly(tmp_path: Path) -> None:
+    app = start_app(tmp_path, MOCHI_WARMUP="0")
+    worker_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", app.child.log)[0])
+    app.child.process.send_signal(signal.SIGTERM)
+    assert app.child.process.wait(60) == 0, app.child.log
+    assert not (app.data_dir / "redis" / "server.url").exists()
+    assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{app.url}/healthz", timeout=2)

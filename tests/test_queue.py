@@ -11,15 +11,11 @@ from redis import Redis
 
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import InvalidRequest, JobStatus
-from tests.conftest import SMALL
-
-
-def account() -> str:
-    return f"acct-{uuid.uuid4().hex[:8]}"
+from tests.conftest import SMALL, new_account
 
 
 def test_submit_records_a_pending_job_and_enqueues_it(job_queue: JobQueue, redis: Redis) -> None:
-    owner = account()
+    owner = new_account()
     record = job_queue.submit(owner, {"prompt": "a cat", **SMALL, "num_frames": 30})
     assert str(uuid.UUID(record.job_id)) == record.job_id
     assert record.status is JobStatus.PENDING
@@ -32,7 +28,7 @@ def test_submit_records_a_pending_job_and_enqueues_it(job_queue: JobQueue, redis
 
 
 def test_rq_job_carries_json_only_and_an_explicit_timeout(job_queue: JobQueue, redis: Redis) -> None:
-    record = job_queue.submit(account(), {"prompt": "a cat", **SMALL})
+    record = job_queue.submit(new_account(), {"prompt": "a cat", **SMALL})
     stored = redis.hgetall(f"rq:job:{record.job_id}")
     # RQ zlib-compresses the serialized call; underneath it must be plain JSON, never a pickle.
     assert json.loads(zlib.decompress(stored[b"data"])) == ["mochi_app.tasks.render", None, [record.job_id], {}]
@@ -52,13 +48,13 @@ def test_rq_job_carries_json_only_and_an_explicit_timeout(job_queue: JobQueue, r
 def test_a_bad_request_enqueues_nothing(job_queue: JobQueue, redis: Redis, params: dict[str, object]) -> None:
     before = set(redis.scan_iter("job:*"))
     with pytest.raises(InvalidRequest):
-        job_queue.submit(account(), params)
+        job_queue.submit(new_account(), params)
     assert job_queue.depth() == 0
     assert set(redis.scan_iter("job:*")) == before
 
 
 def test_position_counts_the_jobs_ahead(job_queue: JobQueue) -> None:
-    records = [job_queue.submit(account(), {"prompt": "a cat", **SMALL}) for _ in range(3)]
+    records = [job_queue.submit(new_account(), {"prompt": "a cat", **SMALL}) for _ in range(3)]
     assert [job_queue.position(r.job_id) for r in records] == [0, 1, 2]
     job_queue.cancel(records[0].job_id)
     assert job_queue.position(records[0].job_id) is None
@@ -66,7 +62,7 @@ def test_position_counts_the_jobs_ahead(job_queue: JobQueue) -> None:
 
 
 def test_cancelling_a_pending_job_ends_it_and_takes_it_off_the_queue(job_queue: JobQueue) -> None:
-    record = job_queue.submit(account(), {"prompt": "a cat", **SMALL})
+    record = job_queue.submit(new_account(), {"prompt": "a cat", **SMALL})
     cancelled = job_queue.cancel(record.job_id)
     assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
     assert cancelled.finished_at is not None
@@ -74,7 +70,7 @@ def test_cancelling_a_pending_job_ends_it_and_takes_it_off_the_queue(job_queue: 
 
 
 def test_cancelling_twice_or_an_unknown_job(job_queue: JobQueue) -> None:
-    record = job_queue.submit(account(), {"prompt": "a cat", **SMALL})
+    record = job_queue.submit(new_account(), {"prompt": "a cat", **SMALL})
     first = job_queue.cancel(record.job_id)
     assert job_queue.cancel(record.job_id) == first
     assert job_queue.cancel(str(uuid.uuid4())) is None

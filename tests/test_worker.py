@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,16 +13,9 @@ from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tokens import TokenCounter
-from tests.conftest import SMALL, WorkerProcess, start_worker, wait_for
+from tests.conftest import SLOW, SMALL, Child, new_account, start_worker, wait_for
 
 # Big enough that denoising takes a few seconds on a CPU, so a cancel can land mid-run.
-SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}
-
-
-def account() -> str:
-    return f"acct-{uuid.uuid4().hex[:8]}"
-
-
 def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
     def terminal() -> JobRecord | None:
         record = queue.store.get(job_id)
@@ -49,8 +41,8 @@ def watch_statuses(queue: JobQueue, job_id: str, timeout_s: float = 120) -> list
     raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout_s} s")
 
 
-def test_a_prompt_becomes_an_mp4(worker: WorkerProcess, worker_queue: JobQueue) -> None:
-    record = worker_queue.submit(account(), {"prompt": "a cat walks on the beach", **SMALL, "num_frames": 30})
+def test_a_prompt_becomes_an_mp4(worker: Child, worker_queue: JobQueue) -> None:
+    record = worker_queue.submit(new_account(), {"prompt": "a cat walks on the beach", **SMALL, "num_frames": 30})
     assert watch_statuses(worker_queue, record.job_id) == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
 
     done = worker_queue.store.get(record.job_id)
@@ -70,8 +62,8 @@ def test_a_prompt_becomes_an_mp4(worker: WorkerProcess, worker_queue: JobQueue) 
     assert (reader.count_frames(), meta["size"], meta["fps"]) == (31, (160, 96), 30.0)
 
 
-def test_two_jobs_in_a_row_load_the_model_once(worker: WorkerProcess, worker_queue: JobQueue) -> None:
-    owner = account()
+def test_two_jobs_in_a_row_load_the_model_once(worker: Child, worker_queue: JobQueue) -> None:
+    owner = new_account()
     first = worker_queue.submit(owner, {"prompt": "a red fox", **SMALL})
     second = worker_queue.submit(owner, {"prompt": "a blue bird", **SMALL})
     records = [finished(worker_queue, first.job_id), finished(worker_queue, second.job_id)]
@@ -83,9 +75,9 @@ def test_two_jobs_in_a_row_load_the_model_once(worker: WorkerProcess, worker_que
 
 
 def test_cancel_stops_a_running_job_within_a_step_and_a_queued_one_never_starts(
-    worker: WorkerProcess, worker_queue: JobQueue
+    worker: Child, worker_queue: JobQueue
 ) -> None:
-    owner = account()
+    owner = new_account()
     running = worker_queue.submit(owner, {"prompt": "a long walk", **SLOW})
     queued = worker_queue.submit(owner, {"prompt": "never rendered", **SMALL})
 
@@ -113,8 +105,8 @@ def test_cancel_stops_a_running_job_within_a_step_and_a_queued_one_never_starts(
     assert finished(worker_queue, after.job_id).status is JobStatus.COMPLETED
 
 
-def test_no_partial_files_are_left_in_the_videos_folder(worker: WorkerProcess, worker_queue: JobQueue) -> None:
-    record = worker_queue.submit(account(), {"prompt": "tidy", **SMALL})
+def test_no_partial_files_are_left_in_the_videos_folder(worker: Child, worker_queue: JobQueue) -> None:
+    record = worker_queue.submit(new_account(), {"prompt": "tidy", **SMALL})
     finished(worker_queue, record.job_id)
     leftovers = [p.name for p in Path(worker_queue.settings.videos_dir).iterdir() if not p.name.endswith(".mp4")]
     assert leftovers == []
@@ -128,11 +120,11 @@ def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
     queue = JobQueue(redis, limited, count_tokens)
     worker = start_worker(limited, tmp_path / "worker.log")
     try:
-        slow = queue.submit(account(), {"prompt": "too long", **SLOW})
+        slow = queue.submit(new_account(), {"prompt": "too long", **SLOW})
         ended = finished(queue, slow.job_id)
         assert (ended.status, ended.error) == (JobStatus.FAILED, "timed out after 2 s")
         assert not (limited.videos_dir / f"{slow.job_id}.mp4").exists()
-        quick = queue.submit(account(), {"prompt": "quick", **SMALL, "num_frames": 7})
+        quick = queue.submit(new_account(), {"prompt": "quick", **SMALL, "num_frames": 7})
         assert finished(queue, quick.job_id).status is JobStatus.COMPLETED
     finally:
         worker.stop()

@@ -1,0 +1,194 @@
+"""The web process, live: REST with httpx and the named Gradio events with gradio_client, on a real worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio.v3 as iio
+import pytest
+from fastapi.testclient import TestClient
+from gradio_client import Client
+from redis import Redis
+
+from mochi_app.accounts import LOCAL_ACCOUNT
+from mochi_app.config import Settings
+from mochi_app.queue import rq_queue
+from mochi_app.web import create_app
+from tests.conftest import REPO, SLOW, SMALL, Child, free_port, start_web, wait_for
+
+
+@pytest.fixture(scope="module")
+def web(module_settings: Settings, worker: Child, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m mochi_app serve` on the shared worker's queue; yields its base URL."""
+    child, url = start_web(module_settings, tmp_path_factory.mktemp("web") / "web.log")
+    yield url
+    child.stop()
+
+
+@pytest.fixture(scope="module")
+def client(web: str) -> Client:
+    return Client(web, verbose=False)
+
+
+def finished(web: str, job_id: str) -> dict[str, Any]:
+    def terminal() -> dict[str, Any] | None:
+        job: dict[str, Any] = httpx.get(f"{web}/status/{job_id}").json()
+        return job if job["status"] in {"COMPLETED", "FAILED", "CANCELLED"} else None
+
+    return wait_for(terminal, 120, f"job {job_id} to finish", interval_s=0.1)  # type: ignore[return-value]
+
+
+def test_rest_submit_poll_and_download_a_playable_mp4(web: str, tmp_path: Path) -> None:
+    response = httpx.post(f"{web}/generate", json={"prompt": "a cat on a skateboard", **SMALL, "seed": 7})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/status/{job['job_id']}"
+    assert (job["status"], job["request"]["seed"], job["download_url"]) == ("PENDING", 7, None)
+
+    done = finished(web, job["job_id"])
+    assert done["status"] == "COMPLETED", done
+    assert done["progress"] == {"step": 4, "total": 4}
+    assert done["download_url"] == f"/download/{job['job_id']}"
+    assert done["timings"]["denoise_s"] > 0 and done["model"] == "tiny"
+
+    video = httpx.get(web + done["download_url"])
+    assert video.status_code == 200
+    assert video.headers["content-type"] == "video/mp4"
+    assert video.headers["content-disposition"].startswith("inline")
+    saved = tmp_path / "out.mp4"
+    saved.write_bytes(video.content)
+    assert iio.imread(saved).shape[:3] == (31, 96, 160)
+
+
+def test_a_video_is_not_served_before_it_is_done(web: str) -> None:
+    job = httpx.post(f"{web}/generate", json={"prompt": "never finished", **SLOW}).json()
+    cancelled = httpx.post(f"{web}/cancel/{job['job_id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in {"CANCELLED", "RUNNING"}
+    assert finished(web, job["job_id"])["status"] == "CANCELLED"
+    response = httpx.get(f"{web}/download/{job['job_id']}")
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"job {job['job_id']} is CANCELLED; its video can be downloaded once it is COMPLETED"
+    }
+    again = httpx.post(f"{web}/cancel/{job['job_id']}")
+    assert again.status_code == 409 and again.json()["detail"] == f"job {job['job_id']} is already CANCELLED"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("{not json", "the body is not valid JSON"),
+        ("[1, 2]", "the body must be a JSON object of parameters"),
+        ('{"prompt": "   "}', "prompt must not be empty"),
+        ('{"prompt": "a cat", "steps": 4}', "steps is not a known parameter"),
+        ('{"prompt": "a cat", "guidance_scale": NaN}', "guidance_scale: input should be a finite number"),
+        ('{"prompt": "a cat", "height": 850}', "height must be a multiple of 16, got 850"),
+        ('{"prompt": "a cat", "num_frames": "85"}', "num_frames: input should be a valid integer, got '85'"),
+    ],
+)
+def test_bad_bodies_get_422_with_a_message_and_enqueue_nothing(
+    web: str, module_settings: Settings, redis: Redis, body: str, detail: str
+) -> None:
+    queued_before = rq_queue(redis, module_settings).count
+    jobs_before = httpx.get(f"{web}/jobs/{LOCAL_ACCOUNT}", params={"limit": 100}).json()["jobs"]
+    response = httpx.post(f"{web}/generate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+    assert rq_queue(redis, module_settings).count == queued_before
+    assert httpx.get(f"{web}/jobs/{LOCAL_ACCOUNT}", params={"limit": 100}).json()["jobs"] == jobs_before
+
+
+def test_unknown_jobs_and_accounts_are_404(web: str) -> None:
+    missing = str(uuid.uuid4())
+    for method, path in [("GET", "/status/"), ("GET", "/download/"), ("POST", "/cancel/")]:
+        response = httpx.request(method, f"{web}{path}{missing}")
+        assert (response.status_code, response.json()) == (404, {"detail": f"no job with id {missing!r}"})
+    assert httpx.get(f"{web}/jobs/someone-else").status_code == 404
+    assert httpx.get(f"{web}/jobs/{LOCAL_ACCOUNT}", params={"limit": 0}).status_code == 422
+
+
+def test_the_gallery_pages_newest_first_over_rest(web: str) -> None:
+    ids = [httpx.post(f"{web}/generate", json={"prompt": f"clip {n}", **SMALL}).json()["job_id"] for n in range(3)]
+    first = httpx.get(f"{web}/jobs/{LOCAL_ACCOUNT}", params={"limit": 2}).json()
+    second = httpx.get(f"{web}/jobs/{LOCAL_ACCOUNT}", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [job["job_id"] for job in first["jobs"] + second["jobs"]] == ids[::-1]
+
+
+def test_health_and_docs(web: str) -> None:
+    health = httpx.get(f"{web}/healthz")
+    assert health.status_code == 200
+    assert health.json() | {"queue_depth": 0} == {
+        "status": "ok", "redis": True, "live_workers": 1, "queue_depth": 0, "model": "tiny"
+    }  # fmt: skip
+    assert httpx.get(f"{web}/docs").status_code == 200
+    spec = httpx.get(f"{web}/openapi.json").json()
+    assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/jobs/{account_id}", "/cancel/{job_id}"} <= set(
+        spec["paths"]
+    )
+    body_schema = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["required"] == ["prompt"] and "num_inference_steps" in body_schema["properties"]
+    status_body = spec["paths"]["/status/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert status_body["schema"]["$ref"].endswith("/JobPublic")
+
+
+def test_gradio_api_has_exactly_the_four_named_events(client: Client) -> None:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/submit", "/status", "/jobs", "/cancel"}
+
+
+def test_gradio_client_submits_polls_and_fetches(client: Client, web: str) -> None:
+    job = client.predict("a lighthouse in a storm", num_frames=7, height=64, width=64, num_inference_steps=2,
+                         seed=3, api_name="/submit")  # fmt: skip
+    assert (job["status"], job["request"]["seed"]) == ("PENDING", 3)
+
+    def completed() -> dict[str, Any] | None:
+        status: dict[str, Any] = client.predict(job["job_id"], api_name="/status")
+        return status if status["status"] == "COMPLETED" else None
+
+    done = wait_for(completed, 120, "the job over gradio_client", interval_s=0.2)
+    assert httpx.get(web + done["download_url"]).headers["content-type"] == "video/mp4"  # type: ignore[index]
+    listed = client.predict(limit=1, api_name="/jobs")
+    assert listed["jobs"][0]["job_id"] == job["job_id"]
+
+
+def test_gradio_client_cancel_and_errors_read_like_rest(client: Client) -> None:
+    job = client.predict("a slow one", **SLOW, api_name="/submit")
+    assert client.predict(job["job_id"], api_name="/cancel")["status"] in {"CANCELLED", "RUNNING"}
+    missing = str(uuid.uuid4())
+    with pytest.raises(Exception, match=f"no job with id '{missing}'"):
+        client.predict(missing, api_name="/status")
+    with pytest.raises(Exception, match="prompt must not be empty"):
+        client.predict("  ", api_name="/submit")
+
+
+def test_the_web_process_imports_neither_torch_nor_diffusers(module_settings: Settings) -> None:
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from mochi_app.config import Settings
+from mochi_app.web import create_app
+settings = Settings(data_dir={str(module_settings.data_dir)!r}, redis_url={module_settings.redis_url!r})
+with TestClient(create_app(settings)) as http:
+    assert http.get("/").status_code == 200 and http.get("/healthz").status_code in (200, 503)
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "diffusers", "transformers")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_redis_away_means_503_with_a_clear_message(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(settings)) as http:
+        health = http.get("/healthz")
+        assert (health.status_code, health.json()["redis"]) == (503, False)
+        for response in (http.get(f"/status/{uuid.uuid4()}"), http.post("/generate", json={"prompt": "a cat"})):
+            assert response.status_code == 503
+            assert response.json() == {"detail": "the job queue is unreachable right now; try again in a moment"}
+            assert response.headers["retry-after"] == "5"
