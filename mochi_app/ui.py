@@ -12,7 +12,6 @@ from redis.exceptions import RedisError
 
 from mochi_app import cards
 from mochi_app.accounts import account_for
-from mochi_app.config import Limits
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
 from mochi_app.studio import JobConflict, JobNotFound, Studio
 
@@ -24,7 +23,7 @@ GALLERY_PAGE_SIZE = 6
 POLL_INTERVAL_S = 1.0
 QUEUE_UNREACHABLE = "The job queue is unreachable right now. Try again in a moment."
 DEFAULTS = {name: field.default for name, field in GenerationRequest.model_fields.items()}
-# name: (num_inference_steps, num_frames); clamped to the configured limits.
+# name: (num_inference_steps, num_frames), clamped to the configured limits.
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
@@ -72,227 +71,239 @@ def _account(request: gr.Request) -> str:
     return account_for(request.headers)
 
 
-def _preset(name: str, limits: Limits) -> tuple[int, int]:
-    steps, frames = PRESETS[name]
-    return min(steps, limits.max_num_inference_steps), min(frames, limits.max_num_frames)
-
-
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
-    limits = studio.settings.limits
-    max_frames = MIN_NUM_FRAMES + (limits.max_num_frames - MIN_NUM_FRAMES) // 6 * 6
-
     page: gr.Blocks
     with gr.Blocks(title="Mochi studio") as page:
-        followed = gr.State(None)  # the job id the card and player follow
-        last_seed = gr.State(None)
-        cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
-        next_cursor = gr.State(None)
-        gallery = gr.State([])  # the shown page's jobs, as dicts; the gallery re-renders when it changes
-        timer = gr.Timer(POLL_INTERVAL_S, active=False)
+        StudioPage(studio, page)
+        add_api(studio)
+    return page
 
+
+class StudioPage:
+    """Builds the page's components inside a Blocks context, then wires their events."""
+
+    def __init__(self, studio: Studio, blocks: gr.Blocks) -> None:
+        self.studio = studio
+        self.limits = studio.settings.limits
+        self.followed = gr.State(None)  # the job id the card and player follow
+        self.last_seed = gr.State(None)
+        self.cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
+        self.next_cursor = gr.State(None)
+        self.gallery = gr.State([])  # the shown page's jobs, as dicts; the gallery re-renders when it changes
+        self.timer = gr.Timer(POLL_INTERVAL_S, active=False)
         gr.Markdown("# Mochi studio\nText to video with Genmo's Mochi 1.")
-        banner = gr.HTML(cards.model_banner(None))
+        self.banner = gr.HTML(cards.model_banner(None))
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                prompt = gr.Textbox(
-                    label="Prompt", lines=3, placeholder="A red fox trots through fresh snow at dawn, cinematic"
-                )
-                prompt_tokens = gr.Markdown(cards.tokens_label(None, limits.max_prompt_tokens))
-                negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="What the video should not show")
-                negative_tokens = gr.Markdown("")
-                preset = gr.Radio(list(PRESETS), value="Standard", label="Quality preset")
-                with gr.Accordion("Advanced", open=False):
-                    num_frames = gr.Slider(
-                        MIN_NUM_FRAMES, max_frames, value=DEFAULTS["num_frames"], step=6, precision=0, label="Frames"
-                    )
-                    duration = gr.Markdown(cards.frames_label(DEFAULTS["num_frames"], DEFAULTS["fps"]))
-                    with gr.Row():
-                        width = gr.Slider(
-                            limits.min_side_px, limits.max_width_px, value=DEFAULTS["width"], step=16, precision=0,
-                            label="Width (px)",
-                        )  # fmt: skip
-                        height = gr.Slider(
-                            limits.min_side_px, limits.max_height_px, value=DEFAULTS["height"], step=16, precision=0,
-                            label="Height (px)",
-                        )  # fmt: skip
-                    steps = gr.Slider(
-                        MIN_NUM_INFERENCE_STEPS, limits.max_num_inference_steps, value=DEFAULTS["num_inference_steps"],
-                        step=1, precision=0, label="Denoising steps",
-                    )  # fmt: skip
-                    guidance = gr.Slider(0, 20, value=DEFAULTS["guidance_scale"], step=0.1, label="Guidance scale")
-                    with gr.Row():
-                        random_seed = gr.Checkbox(value=True, label="Random seed")
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                        reuse_seed = gr.Button("Reuse last seed", size="sm")
-                    fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
-                generate = gr.Button("Generate", variant="primary")
+                self._form()
             with gr.Column(scale=6):
-                job_card = gr.HTML(cards.status_card(None))
-                video = gr.HTML("")
-                cancel_followed = gr.Button("Cancel this job", size="sm", variant="stop", visible=False)
-
+                self.job_card = gr.HTML(cards.status_card(None))
+                self.video = gr.HTML("")
+                self.cancel_followed = gr.Button("Cancel this job", size="sm", variant="stop", visible=False)
         gr.Markdown("## Your videos")
         with gr.Row():
-            newer = gr.Button("← Newer", size="sm", interactive=False)
-            older = gr.Button("Older →", size="sm", interactive=False)
-        form = [prompt, negative, num_frames, width, height, steps, guidance, random_seed, seed, fps]
+            self.newer = gr.Button("← Newer", size="sm", interactive=False)
+            self.older = gr.Button("Older →", size="sm", interactive=False)
+        self.shown = [
+            *(self.banner, self.job_card, self.video, self.cancel_followed, self.gallery, self.next_cursor),
+            *(self.timer, self.newer, self.older),
+        ]
+        blocks.load(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+        self.timer.tick(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+        self._wire_form()
+        self._wire_jobs()
+        gr.render(inputs=self.gallery)(self._gallery)
 
-        # --- what the page shows, refreshed by the timer and after every action -------------------
-
-        def refresh(job_id: str | None, pages: list[str | None], request: gr.Request) -> tuple[Any, ...]:
-            account = _account(request)
-            try:
-                job = studio.status(account, job_id) if job_id else None
-                page_of_jobs = studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
-                card = studio.model()
-            except JobNotFound:  # the followed job was deleted meanwhile
-                return refresh(None, pages, request)
-            except RedisError:
-                unreachable = f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'
-                return tuple(unreachable if output is job_card else gr.skip() for output in shown_outputs)
-            busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
-            return (
-                cards.model_banner(card),
-                cards.status_card(job),
-                cards.player(job),
-                gr.Button(visible=job is not None and not job.status.is_terminal),
-                [item.model_dump(mode="json") for item in page_of_jobs.jobs],
-                page_of_jobs.next_cursor,
-                gr.Timer(active=busy),
-                gr.Button(interactive=len(pages) > 1),
-                gr.Button(interactive=page_of_jobs.next_cursor is not None),
+    def _form(self) -> None:
+        limits = self.limits
+        max_frames = MIN_NUM_FRAMES + (limits.max_num_frames - MIN_NUM_FRAMES) // 6 * 6
+        self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox trots through fresh snow at dawn")
+        self.prompt_tokens = gr.Markdown(cards.tokens_label(None, limits.max_prompt_tokens))
+        self.negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="What the video should not show")
+        self.negative_tokens = gr.Markdown("")
+        self.preset = gr.Radio(list(PRESETS), value="Standard", label="Quality preset")
+        with gr.Accordion("Advanced", open=False):
+            self.num_frames = gr.Slider(
+                MIN_NUM_FRAMES, max_frames, value=DEFAULTS["num_frames"], step=6, precision=0, label="Frames"
             )
+            self.duration = gr.Markdown(cards.frames_label(DEFAULTS["num_frames"], DEFAULTS["fps"]))
+            with gr.Row():
+                self.width = gr.Slider(
+                    limits.min_side_px, limits.max_width_px, value=DEFAULTS["width"], step=16, precision=0,
+                    label="Width (px)",
+                )  # fmt: skip
+                self.height = gr.Slider(
+                    limits.min_side_px, limits.max_height_px, value=DEFAULTS["height"], step=16, precision=0,
+                    label="Height (px)",
+                )  # fmt: skip
+            self.steps = gr.Slider(
+                MIN_NUM_INFERENCE_STEPS, limits.max_num_inference_steps, value=DEFAULTS["num_inference_steps"],
+                step=1, precision=0, label="Denoising steps",
+            )  # fmt: skip
+            self.guidance = gr.Slider(0, 20, value=DEFAULTS["guidance_scale"], step=0.1, label="Guidance scale")
+            with gr.Row():
+                self.random_seed = gr.Checkbox(value=True, label="Random seed")
+                self.seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                self.reuse_seed = gr.Button("Reuse last seed", size="sm")
+            self.fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
+        self.generate = gr.Button("Generate", variant="primary")
+        self.inputs = [
+            *(self.prompt, self.negative, self.num_frames, self.width, self.height, self.steps, self.guidance),
+            *(self.random_seed, self.seed, self.fps),
+        ]
 
-        shown_outputs = [banner, job_card, video, cancel_followed, gallery, next_cursor, timer, newer, older]
+    def then_refresh(self, event: Any) -> None:
+        event.then(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
 
-        def then_refresh(event: Any) -> None:
-            event.then(refresh, [followed, cursors], shown_outputs, **INTERNAL)
-
-        page.load(refresh, [followed, cursors], shown_outputs, **INTERNAL)
-        timer.tick(refresh, [followed, cursors], shown_outputs, **INTERNAL)
-
-        # --- the form ---------------------------------------------------------------------------
-
-        def count_tokens(text: str) -> str:
-            if not text.strip():
-                return cards.tokens_label(0, limits.max_prompt_tokens)
-            try:
-                tokens = studio.models.count_tokens(text.strip())
-            except RedisError:
-                tokens = None
-            return cards.tokens_label(tokens, limits.max_prompt_tokens)
-
-        prompt.change(count_tokens, prompt, prompt_tokens, trigger_mode="always_last", **INTERNAL)
-        negative.change(count_tokens, negative, negative_tokens, trigger_mode="always_last", **INTERNAL)
-        num_frames.change(cards.frames_label, [num_frames, fps], duration, **INTERNAL)
-        fps.change(cards.frames_label, [num_frames, fps], duration, **INTERNAL)
-        preset.change(lambda name: _preset(name, limits), preset, [steps, num_frames], **INTERNAL)
-        reuse_seed.click(
-            lambda used: (False, used) if used is not None else (gr.skip(), gr.skip()),
-            last_seed,
-            [random_seed, seed],
-            **INTERNAL,
+    def refresh(self, job_id: str | None, pages: list[str | None], request: gr.Request) -> tuple[Any, ...]:
+        """Everything that changes while jobs run: banner, job card, player, gallery page, timer."""
+        account = _account(request)
+        try:
+            job = self.studio.status(account, job_id) if job_id else None
+            page_of_jobs = self.studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
+            card = self.studio.model()
+        except JobNotFound:  # the followed job was deleted meanwhile
+            return self.refresh(None, pages, request)
+        except RedisError:
+            unreachable = f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'
+            return tuple(unreachable if output is self.job_card else gr.skip() for output in self.shown)
+        # The timer runs only while something of this visitor's can still change.
+        busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
+        return (
+            cards.model_banner(card),
+            cards.status_card(job),
+            cards.player(job),
+            gr.Button(visible=job is not None and not job.status.is_terminal),
+            [item.model_dump(mode="json") for item in page_of_jobs.jobs],
+            page_of_jobs.next_cursor,
+            gr.Timer(active=busy),
+            gr.Button(interactive=len(pages) > 1),
+            gr.Button(interactive=page_of_jobs.next_cursor is not None),
         )
 
-        @_user_errors
-        def submit_form(  # noqa: PLR0917 - Gradio passes the form's components positionally
-            prompt_text: str,
-            negative_text: str,
-            frames: int,
-            width_px: int,
-            height_px: int,
-            step_count: int,
-            guidance_scale: float,
-            use_random_seed: bool,
-            fixed_seed: int | None,
-            frames_per_s: int,
-            request: gr.Request,
-        ) -> tuple[Any, ...]:
-            params = {
-                "prompt": prompt_text,
-                "negative_prompt": negative_text,
-                "num_frames": frames,
-                "width": width_px,
-                "height": height_px,
-                "num_inference_steps": step_count,
-                "guidance_scale": float(guidance_scale),
-                "seed": None if use_random_seed else fixed_seed,
-                "fps": frames_per_s,
-            }
-            job = studio.submit(_account(request), params)
-            gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
-            return job.job_id, job.request.seed, job.request.seed, [None]
-
-        then_refresh(
-            generate.click(
-                submit_form,
-                form,
-                [followed, last_seed, seed, cursors],
+    def _wire_form(self) -> None:
+        self.prompt.change(self.count_tokens, self.prompt, self.prompt_tokens, trigger_mode="always_last", **INTERNAL)
+        self.negative.change(
+            self.count_tokens, self.negative, self.negative_tokens, trigger_mode="always_last", **INTERNAL
+        )
+        for slider in (self.num_frames, self.fps):
+            slider.change(cards.frames_label, [self.num_frames, self.fps], self.duration, **INTERNAL)
+        self.preset.change(self.apply_preset, self.preset, [self.steps, self.num_frames], **INTERNAL)
+        self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
+        self.then_refresh(
+            self.generate.click(
+                self.submit_form,
+                self.inputs,
+                [self.followed, self.last_seed, self.seed, self.cursors],
                 api_visibility="private",
                 concurrency_limit=None,
             )
         )
 
-        @_user_errors
-        def cancel_job(job_id: str | None, request: gr.Request) -> None:
-            if job_id:
-                studio.cancel(_account(request), job_id)
+    def count_tokens(self, text: str) -> str:
+        limit = self.limits.max_prompt_tokens
+        if not text.strip():
+            return cards.tokens_label(0, limit)
+        try:
+            return cards.tokens_label(self.studio.models.count_tokens(text.strip()), limit)
+        except RedisError:
+            return cards.tokens_label(None, limit)
 
-        then_refresh(cancel_followed.click(cancel_job, followed, None, **INTERNAL))
+    def apply_preset(self, name: str) -> tuple[int, int]:
+        steps, frames = PRESETS[name]
+        return min(steps, self.limits.max_num_inference_steps), min(frames, self.limits.max_num_frames)
 
-        # --- the gallery ------------------------------------------------------------------------
+    @staticmethod
+    def reuse(used: int | None) -> tuple[Any, Any]:
+        return (False, used) if used is not None else (gr.skip(), gr.skip())
 
-        def go_older(pages: list[str | None], cursor: str | None) -> list[str | None]:
-            return [*pages, cursor] if cursor is not None else pages
+    @_user_errors
+    def submit_form(  # noqa: PLR0917 - Gradio passes the form's components positionally
+        self,
+        prompt: str,
+        negative_prompt: str,
+        num_frames: int,
+        width: int,
+        height: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        random_seed: bool,
+        seed: int | None,
+        fps: int,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
+        params = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "num_frames": num_frames,
+            "width": width,
+            "height": height,
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": float(guidance_scale),
+            "seed": None if random_seed else seed,
+            "fps": fps,
+        }
+        job = self.studio.submit(_account(request), params)
+        gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
+        return job.job_id, job.request.seed, job.request.seed, [None]
 
-        then_refresh(older.click(go_older, [cursors, next_cursor], cursors, **INTERNAL))
-        then_refresh(newer.click(lambda pages: pages[:-1] or [None], cursors, cursors, **INTERNAL))
+    def _wire_jobs(self) -> None:
+        self.then_refresh(self.cancel_followed.click(self.cancel_job, self.followed, None, **INTERNAL))
+        self.then_refresh(self.older.click(self.go_older, [self.cursors, self.next_cursor], self.cursors, **INTERNAL))
+        self.then_refresh(self.newer.click(self.go_newer, self.cursors, self.cursors, **INTERNAL))
 
-        @gr.render(inputs=gallery)  # type: ignore[untyped-decorator]
-        def show_gallery(items: list[dict[str, Any]]) -> None:
-            if not items:
-                gr.Markdown("Nothing here yet: your videos appear here as you make them.")
-                return
-            with gr.Row(elem_classes="gallery-grid"):
-                for item in items:
-                    show_gallery_item(JobPublic.model_validate(item))
+    @staticmethod
+    def go_older(pages: list[str | None], cursor: str | None) -> list[str | None]:
+        return [*pages, cursor] if cursor is not None else pages
 
-        def show_gallery_item(job: JobPublic) -> None:
-            with gr.Column(elem_classes="gallery-item", min_width=260):
-                gr.HTML(cards.gallery_media(job))
-                gr.HTML(cards.gallery_caption(job))
-                with gr.Row():
-                    open_button = gr.Button("Open", size="sm")
-                    remix_button = gr.Button("Remix", size="sm")
-                    if job.status.is_terminal:
-                        end_button = gr.Button("Delete", size="sm", variant="stop")
-                    else:
-                        end_button = gr.Button("Cancel", size="sm", variant="stop")
-                item = gr.State(job.job_id)
-            then_refresh(open_button.click(lambda job_id: job_id, item, followed, **INTERNAL))
-            remix_button.click(remix, item, form, **INTERNAL)
-            if job.status.is_terminal:
-                then_refresh(end_button.click(delete_job, [item, followed], followed, **INTERNAL))
-            else:
-                then_refresh(end_button.click(cancel_job, item, None, **INTERNAL))
+    @staticmethod
+    def go_newer(pages: list[str | None]) -> list[str | None]:
+        return pages[:-1] or [None]
 
-        @_user_errors
-        def remix(job_id: str, request: gr.Request) -> tuple[Any, ...]:
-            asked = studio.status(_account(request), job_id).request
-            return (
-                *(asked.prompt, asked.negative_prompt, asked.rendered_num_frames, asked.width, asked.height),
-                *(asked.num_inference_steps, asked.guidance_scale, False, asked.seed, asked.fps),
-            )
+    def _gallery(self, items: list[dict[str, Any]]) -> None:
+        if not items:
+            gr.Markdown("Nothing here yet: your videos appear here as you make them.")
+            return
+        with gr.Row(elem_classes="gallery-grid"):
+            for item in items:
+                self._gallery_item(JobPublic.model_validate(item))
 
-        @_user_errors
-        def delete_job(job_id: str, current: str | None, request: gr.Request) -> str | None:
-            studio.delete(_account(request), job_id)
-            gr.Info("Deleted.")
-            return None if current == job_id else current
+    def _gallery_item(self, job: JobPublic) -> None:
+        """One tile: the video or its state, a caption, and open / remix / cancel or delete."""
+        with gr.Column(elem_classes="gallery-item", min_width=260):
+            gr.HTML(cards.gallery_media(job))
+            gr.HTML(cards.gallery_caption(job))
+            with gr.Row():
+                open_button = gr.Button("Open", size="sm")
+                remix_button = gr.Button("Remix", size="sm")
+                end_button = gr.Button("Delete" if job.status.is_terminal else "Cancel", size="sm", variant="stop")
+            item = gr.State(job.job_id)
+        self.then_refresh(open_button.click(lambda job_id: job_id, item, self.followed, **INTERNAL))
+        remix_button.click(self.remix, item, self.inputs, **INTERNAL)
+        if job.status.is_terminal:
+            self.then_refresh(end_button.click(self.delete, [item, self.followed], self.followed, **INTERNAL))
+        else:
+            self.then_refresh(end_button.click(self.cancel_job, item, None, **INTERNAL))
 
-        add_api(studio)
-    return page
+    @_user_errors
+    def cancel_job(self, job_id: str | None, request: gr.Request) -> None:
+        if job_id:
+            self.studio.cancel(_account(request), job_id)
+
+    @_user_errors
+    def remix(self, job_id: str, request: gr.Request) -> tuple[Any, ...]:
+        asked = self.studio.status(_account(request), job_id).request
+        return (
+            *(asked.prompt, asked.negative_prompt, asked.rendered_num_frames, asked.width, asked.height),
+            *(asked.num_inference_steps, asked.guidance_scale, False, asked.seed, asked.fps),
+        )
+
+    @_user_errors
+    def delete(self, job_id: str, followed: str | None, request: gr.Request) -> str | None:
+        self.studio.delete(_account(request), job_id)
+        gr.Info("Deleted.")
+        return None if followed == job_id else followed
 
 
 def add_api(studio: Studio) -> None:

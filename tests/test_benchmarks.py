@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import REPO
 
 
-def test_job_overhead_benchmark_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.job_overhead", "--runs", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def run_benchmark(module: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", f"benchmarks.{module}", "--runs", "1"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+    figures: dict[str, Any] = json.loads(result.stdout)
     assert figures["runs"] == 1
+    return figures
+
+
+def test_job_overhead_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("job_overhead")
     assert figures["direct_median_s"] > 0 and figures["queued_median_s"] > 0
     assert figures["load_s_per_job"] == [0.0]
+
+
+def test_web_startup_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("web_startup")
+    assert figures["ready_median_s"] > 0 and figures["rss_median_mb"] > 0
+    assert figures["torch_loaded"] is False

@@ -15,6 +15,7 @@ from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tokens import TokenCounter
 from tests.conftest import SLOW, SMALL, Child, new_account, start_worker, wait_for
 
+
 # Big enough that denoising takes a few seconds on a CPU, so a cancel can land mid-run.
 def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
     def terminal() -> JobRecord | None:

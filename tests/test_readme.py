@@ -1,0 +1,33 @@
+"""The README's examples work as written, against `python app.py` (only the address is swapped)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from tests.conftest import REPO, RunningApp
+
+README_URL = "http://127.0.0.1:7860"
+
+
+def example(name: str) -> str:
+    """The fenced code block that follows `<!-- example: NAME -->` in the README."""
+    found = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    assert found, f"the README has no example named {name!r}"
+    return found.group(1)
+
+
+@pytest.mark.parametrize(("name", "command", "video"), [("gradio_client", [sys.executable, "-c"], "fox.mp4"),
+                                                        ("curl", ["bash", "-euo", "pipefail", "-c"], "boat.mp4")])  # fmt: skip
+def test_readme_example_downloads_a_video(
+    studio_app: RunningApp, tmp_path: Path, name: str, command: list[str], video: str
+) -> None:
+    code = example(name).replace(README_URL, studio_app.url)
+    result = subprocess.run([*command, code], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert iio.imread(tmp_path / video).shape[:3] == (31, 240, 432)
