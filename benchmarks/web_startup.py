@@ -31,7 +31,8 @@ def one_start(settings: Settings, log_path: Path) -> dict[str, float | bool]:
         for _ in range(20):
             httpx.get(f"{url}/healthz", timeout=10)
         pid = child.process.pid
-        rss_kib = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
         maps = Path(f"/proc/{pid}/maps").read_text()
         return {
             "ready_s": round(ready_s, 3),

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import imageio.v3 as iio
+import pytest
 from gradio_client import Client
 
 from tests.conftest import SMALL, RunningApp, start_app, wait_for
