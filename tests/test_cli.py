@@ -40,7 +40,7 @@ def test_generate_renders_one_prompt_to_one_mp4_without_a_queue(tmp_path: Path) 
     assert (reader.count_frames(), reader.get_meta_data()["size"]) == (31, (160, 96))
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["generate"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["generate"]])
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(*command, "--help", data_dir=tmp_path)
     assert result.returncode == 0
@@ -80,3 +80,10 @@ def test_a_worker_without_a_queue_server_says_how_to_get_one(tmp_path: Path) -> 
     result = run_cli("worker", data_dir=tmp_path)
     assert result.returncode == 1
     assert "no queue server: set MOCHI_REDIS_URL, or start `python app.py`" in result.stderr
+
+
+def test_serve_without_a_queue_server_says_how_to_get_one(tmp_path: Path) -> None:
+    result = run_cli("serve", data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "no queue server: set MOCHI_REDIS_URL, or start `python app.py`" in result.stderr
+    assert "Traceback" not in result.stderr
