@@ -74,7 +74,7 @@ def _account(request: gr.Request) -> str:
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
     page: gr.Blocks
-    with gr.Blocks(title="Mochi studio") as page:
+    with gr.Blocks(title="Mochi studio", analytics_enabled=False) as page:
         StudioPage(studio, page)
         add_api(studio)
     return page
