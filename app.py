@@ -1,4 +1,4 @@
-"""All-in-one launcher: `python app.py` runs the embedded queue server and the workers."""
+"""All-in-one launcher: `python app.py` runs the embedded queue server, the workers and the web page."""
 
 import logging
 import sys
@@ -10,11 +10,10 @@ from mochi_app.supervisor import run_all
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
+        run_all(Settings.from_env())
+    except SettingsError as exc:  # a bad MOCHI_* value, or a public address nobody could sign in to
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2
-    run_all(settings)
     return 0
 
 

@@ -1,14 +1,180 @@
-"""Who is calling: the one place that maps a request to the account it acts for."""
+"""Accounts, their API keys (stored only as hashes), and who a request acts for."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import time
 from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
 
-# Until accounts and API keys land, every caller is the studio's one local owner. Swap
-# `account_for` and every door (REST, Gradio events, file URLs) follows.
+from pydantic import BaseModel
+from redis import Redis
+
+from mochi_app.config import Settings, SettingsError
+
+ACCOUNTS_KEY = "accounts"  # hash: account name -> Account JSON
+KEY_PREFIX = "mochi_"
+GUEST_COOKIE = "mochi_guest"
+KEY_COOKIE = "mochi_key"
+# With no key, on a loopback address, requests act for the machine's owner (the laptop demo).
 LOCAL_ACCOUNT = "local"
+ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+GUEST_PREFIX = "guest-"
+GUEST_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+RESERVED_NAMES = frozenset({LOCAL_ACCOUNT})
 
 
-def account_for(headers: Mapping[str, str]) -> str:
-    """The account a request acts for, from its HTTP headers."""
-    return LOCAL_ACCOUNT
+class AccountError(ValueError):
+    """An accounts command cannot be done as asked."""
+
+
+class NotSignedIn(PermissionError):
+    """The request carries no usable credentials, or a key that is not valid."""
+
+
+class NobodyCanSignIn(SettingsError):
+    """A public address, no guests and no accounts: nobody could use the studio."""
+
+
+class Account(BaseModel):
+    """A named account that signs in with an API key; only the key's SHA-256 is kept."""
+
+    name: str
+    key_sha256: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+def key_digest(key: str) -> str:
+    # API keys are 256 random bits, so a plain SHA-256 cannot be reversed by guessing: no slow hash needed.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def apikey_key(digest: str) -> str:
+    return f"apikey:{digest}"
+
+
+def new_guest_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def guest_account(token: str) -> str:
+    """A guest's account id: derived from the browser's token, which is itself never stored."""
+    return GUEST_PREFIX + key_digest(token)[:32]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AccountStore:
+    """Named accounts in Redis: create (the key is shown once), list, revoke, and look up by key."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def create(self, name: str) -> tuple[Account, str]:
+        """A new account and its API key; the key is not kept and cannot be shown again."""
+        if not ACCOUNT_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            raise AccountError(
+                f"account names are 1-40 lowercase letters, digits, '-' or '_' (not {LOCAL_ACCOUNT!r}), got {name!r}"
+            )
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        account = Account(name=name, key_sha256=key_digest(key), created_at=time.time())
+        if not self.redis.hsetnx(ACCOUNTS_KEY, name, account.model_dump_json()):
+            raise AccountError(f"an account named {name!r} exists already")
+        self.redis.set(apikey_key(account.key_sha256), name)
+        return account, key
+
+    def list(self) -> list[Account]:
+        raws = self.redis.hvals(ACCOUNTS_KEY)
+        return sorted((Account.model_validate_json(raw) for raw in raws), key=lambda account: account.created_at)
+
+    def get(self, name: str) -> Account | None:
+        raw = self.redis.hget(ACCOUNTS_KEY, name)
+        return None if raw is None else Account.model_validate_json(raw)
+
+    def revoke(self, name: str) -> Account:
+        """The account's key stops working at once; its jobs stay."""
+        account = self.get(name)
+        if account is None:
+            raise AccountError(f"no account named {name!r}")
+        if account.revoked_at is None:
+            account = account.model_copy(update={"revoked_at": time.time()})
+            with self.redis.pipeline() as pipe:
+                pipe.hset(ACCOUNTS_KEY, name, account.model_dump_json())
+                pipe.delete(apikey_key(account.key_sha256))
+                pipe.execute()
+        return account
+
+    def by_key(self, key: str) -> Account | None:
+        """The live account this key belongs to, or None."""
+        digest = key_digest(key)
+        name = self.redis.get(apikey_key(digest))
+        account = None if name is None else self.get(name.decode() if isinstance(name, bytes) else str(name))
+        if account is None or account.revoked_at is not None:
+            return None
+        return account if hmac.compare_digest(account.key_sha256, digest) else None
+
+
+class Callers:
+    """Decides which account a request acts for: the one place every door asks."""
+
+    def __init__(self, accounts: AccountStore, settings: Settings) -> None:
+        self.accounts = accounts
+        self.host = settings.host
+        self.loopback = is_loopback(settings.host)
+        self.guests = settings.guests == "on" or (settings.guests == "auto" and not self.loopback)
+
+    def account_for(self, headers: Mapping[str, str]) -> str:
+        """In order: a bearer key, a signed-in browser's key, a guest's token, the loopback owner."""
+        authorization = headers.get("authorization", "")
+        if authorization:
+            scheme, _, key = authorization.partition(" ")
+            account = self.accounts.by_key(key.strip()) if scheme.lower() == "bearer" else None
+            if account is None:
+                raise NotSignedIn("that API key is not valid: it is mistyped or was revoked")
+            return account.name
+        cookies = _cookies(headers.get("cookie", ""))
+        if (signed_in := cookies.get(KEY_COOKIE)) and (account := self.accounts.by_key(signed_in)):
+            return account.name
+        if self.guests and (token := cookies.get(GUEST_COOKIE)) and GUEST_TOKEN.fullmatch(token):
+            return guest_account(token)
+        if self.loopback:
+            return LOCAL_ACCOUNT
+        raise NotSignedIn("sign in: send the header 'Authorization: Bearer YOUR_API_KEY'")
+
+    def ensure_someone_can_sign_in(self) -> None:
+        """Refuse a public address where no guest, no key and no local owner could use the studio."""
+        if self.loopback or self.guests or self.accounts.list():
+            return
+        raise NobodyCanSignIn(
+            f"refusing to listen on {self.host}: guest accounts are off (MOCHI_GUESTS=off) and no account "
+            "exists, so nobody could sign in. Create one with `python -m mochi_app accounts create NAME`, "
+            "or set MOCHI_GUESTS=on."
+        )
+
+    def signed_in_as(self, headers: Mapping[str, str]) -> str | None:
+        """The account, or None when the request could not act for any."""
+        try:
+            return self.account_for(headers)
+        except NotSignedIn:
+            return None
+
+
+def _cookies(header: str) -> dict[str, str]:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}

@@ -7,20 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mochi_app.accounts import account_for
+from mochi_app.accounts import KEY_COOKIE, NotSignedIn
+from mochi_app.middleware import cookie_header
+from mochi_app.queue import TooBusy
 from mochi_app.schemas import GenerationRequest, HealthPublic, InvalidRequest, JobPagePublic, JobPublic
 from mochi_app.studio import AccountNotFound, JobConflict, JobNotFound, Studio
 
 QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
 
 
-def current_account(request: Request) -> str:
-    return account_for(request.headers)
-
-
-CurrentAccount = Annotated[str, Depends(current_account)]
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
 GENERATE_BODY_DOCS: dict[str, Any] = {
     "requestBody": {
@@ -30,7 +29,26 @@ GENERATE_BODY_DOCS: dict[str, Any] = {
 }
 
 
+def current_account(request: Request) -> str:
+    """Who the request acts for (see accounts.Callers); 401 when it can act for nobody."""
+    studio: Studio = request.app.state.studio
+    return studio.callers.account_for(request.headers)
+
+
+CurrentAccount = Annotated[str, Depends(current_account)]
+SESSION_MAX_AGE_S = 30 * 24 * 3600
+
+
+class SignInRequest(BaseModel):
+    api_key: str = Field(max_length=200)
+
+
+class SessionPublic(BaseModel):
+    account: str | None = Field(description="who this browser acts for; None when it can act for nobody")
+
+
 def build_router(studio: Studio) -> APIRouter:
+    """The REST routes; the app that includes them must hold the same `studio` in `app.state.studio`."""
     router = APIRouter()
 
     @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
@@ -70,6 +88,27 @@ def build_router(studio: Studio) -> APIRouter:
         """Cancel a pending job, or stop a running one at its next step."""
         return studio.cancel(account, job_id)
 
+    @router.post("/session")
+    def sign_in(body: SignInRequest, request: Request, response: Response) -> SessionPublic:
+        """Sign this browser in with an API key (kept in an HttpOnly cookie)."""
+        account = studio.accounts.by_key(body.api_key)
+        if account is None:
+            raise NotSignedIn("that API key is not valid: it is mistyped or was revoked")
+        name, value = cookie_header(KEY_COOKIE, body.api_key, request.scope, SESSION_MAX_AGE_S)
+        response.headers.append(name.decode(), value.decode("latin-1"))
+        return SessionPublic(account=account.name)
+
+    @router.get("/session")
+    def session(request: Request) -> SessionPublic:
+        """Who this request acts for."""
+        return SessionPublic(account=studio.callers.signed_in_as(request.headers))
+
+    @router.delete("/session", status_code=204)
+    def sign_out(request: Request, response: Response) -> None:
+        """Sign this browser out; it goes back to its guest account, if guests are on."""
+        name, value = cookie_header(KEY_COOKIE, "", request.scope, 0)
+        response.headers.append(name.decode(), value.decode("latin-1"))
+
     @router.get("/healthz", responses={503: {"model": HealthPublic}})
     def healthz() -> JSONResponse:
         """Whether the queue answers, how many workers listen, and how many jobs wait."""
@@ -90,6 +129,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: LookupError) -> JSONResponse:
         return respond(404, str(exc))
 
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn) -> JSONResponse:
+        response = respond(401, str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(TooBusy)
+    async def too_busy(request: Request, exc: TooBusy) -> JSONResponse:
+        response = respond(429, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
     @app.exception_handler(JobConflict)
     async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
         return respond(409, str(exc))
@@ -102,6 +153,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = {_where(error["loc"]): _say(error) for error in exc.errors()}
         return respond(422, "; ".join(errors.values()), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:  # FastAPI's words for undecodable bytes
+            detail = "the body must be JSON encoded as UTF-8"
+        response = respond(exc.status_code, detail)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RedisError)
     async def queue_unreachable(request: Request, exc: RedisError) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from html import escape
 
+from mochi_app.accounts import GUEST_PREFIX, LOCAL_ACCOUNT
 from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
 
@@ -19,6 +20,19 @@ def tokens_label(tokens: int | None, limit: int) -> str:
     if tokens > limit:
         return f"**{tokens} / {limit} tokens: too long.** Shorten it to {limit} tokens or fewer."
     return f"{tokens} / {limit} tokens"
+
+
+def who_label(account: str | None) -> str:
+    if account is None:
+        return "Sign in with an API key to use the studio."
+    if account.startswith(GUEST_PREFIX):
+        return (
+            "You are a guest: your videos are private to this browser. "
+            "Sign in with an API key to reach an account's videos from anywhere."
+        )
+    if account == LOCAL_ACCOUNT:
+        return "Local studio: this machine's owner. API calls without a key from this machine show here too."
+    return f"Signed in as **{escape(account)}**."
 
 
 def model_banner(card: ModelCard | None) -> str:

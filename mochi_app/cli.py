@@ -1,10 +1,11 @@
-"""`python -m mochi_app`: the web process, the worker, and one-off renders without a queue."""
+"""`python -m mochi_app`: the web process, the worker, one-off renders without a queue, and accounts."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -34,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="take jobs from the queue and render them (one per GPU)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
 
+    accounts = commands.add_parser("accounts", help="create, list and revoke accounts and their API keys")
+    actions = accounts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", help="a new account; prints its API key (shown only once) last")
+    create.add_argument("name", help="1-40 lowercase letters, digits, '-' or '_'")
+    actions.add_parser("list", help="the accounts, oldest first")
+    revoke = actions.add_parser("revoke", help="stop an account's key from working (its jobs stay)")
+    revoke.add_argument("name")
+
     generate = commands.add_parser("generate", help="render one prompt to one MP4 in this process (no queue)")
     generate.add_argument("prompt", help="what the video should show")
     generate.add_argument("--negative-prompt", help="what it should not show")
@@ -60,12 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(USAGE_ERROR, f"{parser.prog}: error: {exc}\n")
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "accounts":
+        return _accounts(parser, settings, args)
     if args.command == "worker":
         return _worker(settings, args.burst)
     return _generate(parser, settings, args)
 
 
 def _serve(settings: Settings) -> int:
+    from mochi_app.accounts import NobodyCanSignIn
     from mochi_app.redis_server import QueueUnavailable
     from mochi_app.web import serve
 
@@ -74,6 +86,37 @@ def _serve(settings: Settings) -> int:
     except QueueUnavailable as exc:
         log.error("%s", exc)
         return RUNTIME_ERROR
+    except NobodyCanSignIn as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    return 0
+
+
+def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    """Reaches the same server as a running app.py: MOCHI_REDIS_URL, or the embedded one's recorded URL."""
+    from mochi_app.accounts import AccountError, AccountStore
+    from mochi_app.redis_server import QueueUnavailable, connect
+
+    try:
+        store = AccountStore(connect(settings))
+    except QueueUnavailable as exc:
+        log.error("%s", exc)
+        return RUNTIME_ERROR
+    try:
+        if args.action == "create":
+            account, key = store.create(args.name)
+            print(f"created account {account.name}; its API key, shown only this once:")
+            print(key)
+        elif args.action == "revoke":
+            store.revoke(args.name)
+            print(f"revoked the key of account {args.name}")
+        else:
+            for account in store.list():
+                state = "revoked" if account.revoked_at is not None else "active"
+                created = time.strftime("%Y-%m-%d %H:%M", time.localtime(account.created_at))
+                print(f"{account.name}\t{state}\tcreated {created}")
+    except AccountError as exc:
+        parser.exit(USAGE_ERROR, f"{parser.prog} accounts: error: {exc}\n")
     return 0
 
 

@@ -10,6 +10,8 @@ from typing import Literal, TypeVar, cast, get_args
 
 Offload = Literal["auto", "none", "model", "sequential"]
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(Offload)
+Guests = Literal["auto", "on", "off"]
+GUEST_CHOICES: tuple[str, ...] = get_args(Guests)
 
 T = TypeVar("T")
 MAX_PORT = 65535
@@ -46,6 +48,10 @@ class Settings:
     warmup: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
+    guests: Guests = "auto"  # auto: a guest account per browser on public addresses, the local owner on loopback
+    max_pending_jobs: int = 10  # per account
+    submits_per_minute: int = 30  # per account
+    max_request_bytes: int = 64 * 1024
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -71,6 +77,9 @@ class Settings:
         offload = read.text("MOCHI_OFFLOAD", "auto")
         if offload not in OFFLOAD_CHOICES:
             raise SettingsError(f"MOCHI_OFFLOAD must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
+        guests = read.text("MOCHI_GUESTS", "auto")
+        if guests not in GUEST_CHOICES:
+            raise SettingsError(f"MOCHI_GUESTS must be one of {', '.join(GUEST_CHOICES)}, got {guests!r}")
         return cls(
             redis_url=env.get("MOCHI_REDIS_URL") or None,
             data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
@@ -83,6 +92,10 @@ class Settings:
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
             host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),
             port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
+            guests=cast(Guests, guests),
+            max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),
+            submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
+            max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
             limits=limits,
         )
 

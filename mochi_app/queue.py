@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import cancel_job
@@ -17,12 +20,42 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress, TokenCounter
-from mochi_app.store import JobStore
+from mochi_app.store import JobStore, job_key
 
 log = logging.getLogger(__name__)
 
 RENDER_TASK = "mochi_app.tasks.render"
 FAILURE_TTL_S = 7 * 24 * 3600
+RATE_WINDOW_S = 60
+SUBMIT_RETRIES = 50  # a busy queue changes under WATCH; each retry costs one round trip
+
+
+class TooBusy(Exception):
+    """The account is over one of its limits for now; `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def rate_key(account_id: str, window: int) -> str:
+    return f"ratelimit:{account_id}:{window}"
+
+
+def fair_slot(waiting: Sequence[str], owners: Sequence[str], account_id: str) -> str | None:
+    """The queued job id a new job of `account_id` goes in front of, or None for the back.
+
+    Round-robin across accounts: a job's turn is how many of its account's jobs wait ahead of it.
+    The new job's turn is how many of its account's jobs wait; it goes before the first job with
+    a later turn, so it never passes a job whose turn is the same or earlier.
+    """
+    turn = owners.count(account_id)
+    seen: dict[str, int] = {}
+    for job_id, owner in zip(waiting, owners, strict=True):
+        if seen.get(owner, 0) > turn:
+            return job_id
+        seen[owner] = seen.get(owner, 0) + 1
+    return None
 
 
 def rq_queue(redis: Redis, settings: Settings) -> Queue:
@@ -33,7 +66,7 @@ def rq_queue(redis: Redis, settings: Settings) -> Queue:
 class JobQueue:
     """Puts validated requests on the queue and takes them off again."""
 
-    def __init__(self, redis: Redis, settings: Settings, count_tokens: TokenCounter) -> None:
+    def __init__(self, redis: Redis, settings: Settings, count_tokens: TokenCounter | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.count_tokens = count_tokens
@@ -43,9 +76,11 @@ class JobQueue:
     def submit(self, account_id: str, params: Mapping[str, Any]) -> JobRecord:
         """Validate `params`, then record a PENDING job and enqueue it in one Redis transaction.
 
-        Raises InvalidRequest (and enqueues nothing) when a parameter breaks a rule.
+        Raises InvalidRequest when a parameter breaks a rule, and TooBusy when the account is over
+        its pending-jobs or submit-rate limit; either way nothing is enqueued.
         """
         request = GenerationRequest.parse(params, self.settings.limits, self.count_tokens)
+        self._count_submit(account_id)
         job_id = str(uuid.uuid4())
         record = JobRecord(
             job_id=job_id,
@@ -55,22 +90,71 @@ class JobQueue:
             created_at=time.time(),
             progress=Progress(total=request.num_inference_steps),
         )
-        with self.redis.pipeline() as pipe:
-            pipe.multi()  # RQ expects a transaction already open when handed a pipeline
-            self.store.create(record, pipe)
-            self.rq.enqueue(
-                RENDER_TASK,
-                job_id,
-                job_id=job_id,
-                job_timeout=self.settings.job_timeout_s,
-                result_ttl=0,  # the job record is the result; RQ's copy would only duplicate it
-                failure_ttl=FAILURE_TTL_S,
-                description=f"render {job_id}",
-                pipeline=pipe,
-            )
-            pipe.execute()
+        for _ in range(SUBMIT_RETRIES):
+            with self.redis.pipeline() as pipe:
+                try:
+                    self._enqueue_fairly(pipe, record)
+                except WatchError:
+                    continue
+                break
+        else:
+            raise TooBusy("the queue is too busy to take the job right now; try again in a moment", 1)
         log.info("job %s submitted for account %s", job_id, account_id)
         return record
+
+    def _enqueue_fairly(self, pipe: Pipeline, record: JobRecord) -> None:
+        """Record and enqueue in one transaction, in the account's round-robin slot.
+
+        WATCHes the queue, so a worker taking a job meanwhile makes the caller retry.
+        """
+        pipe.watch(self.rq.key)  # type: ignore[no-untyped-call]
+        waiting = [raw.decode() if isinstance(raw, bytes) else raw for raw in pipe.lrange(self.rq.key, 0, -1)]
+        owners = self._owners(pipe, waiting)
+        mine = owners.count(record.account_id)
+        if mine >= self.settings.max_pending_jobs:
+            raise TooBusy(
+                f"you have {mine} jobs waiting; the limit is {self.settings.max_pending_jobs} per account. "
+                "Wait for one to start, or cancel one.",
+                retry_after_s=5,
+            )
+        pivot = fair_slot(waiting, owners, record.account_id)
+        pipe.multi()  # RQ expects a transaction already open when handed a pipeline
+        self.store.create(record, pipe)
+        self.rq.enqueue(
+            RENDER_TASK,
+            record.job_id,
+            job_id=record.job_id,
+            job_timeout=self.settings.job_timeout_s,
+            result_ttl=0,  # the job record is the result; RQ's copy would only duplicate it
+            failure_ttl=FAILURE_TTL_S,
+            description=f"render {record.job_id}",
+            pipeline=pipe,
+        )
+        if pivot is not None:
+            pipe.lrem(self.rq.key, 1, record.job_id)
+            pipe.linsert(self.rq.key, "BEFORE", pivot, record.job_id)
+        pipe.execute()
+
+    @staticmethod
+    def _owners(pipe: Pipeline, job_ids: list[str]) -> list[str]:
+        raws = pipe.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []
+        return [json.loads(raw)["account_id"] if raw is not None else "" for raw in raws]
+
+    def _count_submit(self, account_id: str) -> None:
+        """At most `submits_per_minute` submits per account in each minute."""
+        now = time.time()
+        window = int(now // RATE_WINDOW_S)
+        with self.redis.pipeline() as pipe:
+            pipe.incr(rate_key(account_id, window))
+            pipe.expire(rate_key(account_id, window), RATE_WINDOW_S * 2)
+            count = int(pipe.execute()[0])
+        if count > self.settings.submits_per_minute:
+            retry_after_s = int((window + 1) * RATE_WINDOW_S - now) + 1
+            raise TooBusy(
+                f"at most {self.settings.submits_per_minute} submits a minute per account; "
+                f"try again in {retry_after_s} s",
+                retry_after_s,
+            )
 
     def cancel(self, job_id: str) -> JobRecord | None:
         """Cancel a job: a pending one never runs, a running one stops at its next step.

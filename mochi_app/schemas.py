@@ -173,13 +173,13 @@ def _messages(exc: ValidationError) -> dict[str, str]:
     """One message per field, each naming the field and quoting the value."""
     messages: dict[str, str] = {}
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "request"
+        field = ".".join(str(part) for part in error["loc"]) if error["loc"] else "request"
         if error["type"] == "value_error":
             message = str(error["ctx"]["error"])
         elif error["type"] == "missing":
             message = f"{field} is required"
         elif error["type"] == "extra_forbidden":
-            message = f"{field} is not a known parameter"
+            message = f"{field or repr(field)} is not a known parameter"
         else:
             message = f"{field}: {error['msg'].lower()}, got {error['input']!r}"
         messages.setdefault(field, message)

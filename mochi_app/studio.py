@@ -12,6 +12,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from mochi_app.accounts import AccountStore, Callers
 from mochi_app.config import Settings
 from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
@@ -55,6 +56,8 @@ class Studio:
         self.models = ModelCards(redis, settings.queue_name)
         self.queue = JobQueue(redis, settings, self.models.count_tokens)
         self.store = self.queue.store
+        self.accounts = AccountStore(redis)
+        self.callers = Callers(self.accounts, settings)
 
     def submit(self, account_id: str, params: Mapping[str, Any]) -> JobPublic:
         """Validate and enqueue; raises InvalidRequest naming each bad field."""

@@ -5,13 +5,15 @@
 import functools
 import logging
 from collections.abc import Callable
+from html import escape
 from typing import Any, TypeVar
 
 import gradio as gr
 from redis.exceptions import RedisError
 
 from mochi_app import cards
-from mochi_app.accounts import account_for
+from mochi_app.accounts import NotSignedIn
+from mochi_app.queue import TooBusy
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
 from mochi_app.studio import JobConflict, JobNotFound, Studio
 
@@ -27,6 +29,15 @@ DEFAULTS = {name: field.default for name, field in GenerationRequest.model_field
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
+
+# The key goes to POST /session, which keeps it in an HttpOnly cookie; the page's scripts never store it.
+SIGN_IN_JS = """async (key) => {
+  const response = await fetch("session", {method: "POST", headers: {"Content-Type": "application/json"},
+                                           body: JSON.stringify({api_key: key})});
+  if (response.ok) { window.location.reload(); return ""; }
+  return "**" + (await response.json()).detail + "**";
+}"""
+SIGN_OUT_JS = """async () => { await fetch("session", {method: "DELETE"}); window.location.reload(); }"""
 
 CSS = """
 .banner { padding: 8px 12px; border-radius: 8px; background: var(--block-background-fill); }
@@ -58,17 +69,13 @@ def _user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InvalidRequest, JobNotFound, JobConflict) as exc:
+        except (InvalidRequest, JobNotFound, JobConflict, NotSignedIn, TooBusy) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except RedisError:
             log.warning("queue unreachable", exc_info=True)
             raise gr.Error(QUEUE_UNREACHABLE, print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _account(request: gr.Request) -> str:
-    return account_for(request.headers)
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -94,6 +101,7 @@ class StudioPage:
         self.timer = gr.Timer(POLL_INTERVAL_S, active=False)
         gr.Markdown("# Mochi studio\nText to video with Genmo's Mochi 1.")
         self.banner = gr.HTML(cards.model_banner(None))
+        self._sign_in()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 self._form()
@@ -109,11 +117,27 @@ class StudioPage:
             *(self.banner, self.job_card, self.video, self.cancel_followed, self.gallery, self.next_cursor),
             *(self.timer, self.newer, self.older),
         ]
+        blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
         self.timer.tick(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
         self._wire_form()
         self._wire_jobs()
         gr.render(inputs=self.gallery)(self._gallery)
+
+    def _sign_in(self) -> None:
+        """Who the visitor is, and a key box; the cookie is set by POST /session, then the page reloads."""
+        self.who = gr.Markdown("")
+        with gr.Accordion("Sign in with an API key", open=False):
+            with gr.Row():
+                key = gr.Textbox(label="API key", type="password", placeholder="mochi_...", scale=4)
+                sign_in = gr.Button("Sign in", scale=1)
+                sign_out = gr.Button("Sign out", scale=1)
+            message = gr.Markdown("")
+        sign_in.click(None, key, message, js=SIGN_IN_JS, api_visibility="private")
+        sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private")
+
+    def who_is_it(self, request: gr.Request) -> str:
+        return cards.who_label(self.studio.callers.signed_in_as(request.headers))
 
     def _form(self) -> None:
         limits = self.limits
@@ -153,21 +177,27 @@ class StudioPage:
             *(self.random_seed, self.seed, self.fps),
         ]
 
+    def account(self, request: gr.Request) -> str:
+        return self.studio.callers.account_for(request.headers)
+
     def then_refresh(self, event: Any) -> None:
         event.then(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
 
     def refresh(self, job_id: str | None, pages: list[str | None], request: gr.Request) -> tuple[Any, ...]:
         """Everything that changes while jobs run: banner, job card, player, gallery page, timer."""
-        account = _account(request)
         try:
+            account = self.account(request)
             job = self.studio.status(account, job_id) if job_id else None
             page_of_jobs = self.studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
             card = self.studio.model()
         except JobNotFound:  # the followed job was deleted meanwhile
             return self.refresh(None, pages, request)
+        except NotSignedIn as exc:
+            return self._only_the_card(f'<div class="job-card">{escape(str(exc).capitalize())}.</div>')
         except RedisError:
-            unreachable = f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'
-            return tuple(unreachable if output is self.job_card else gr.skip() for output in self.shown)
+            return self._only_the_card(
+                f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'
+            )
         # The timer runs only while something of this visitor's can still change.
         busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
         return (
@@ -181,6 +211,9 @@ class StudioPage:
             gr.Button(interactive=len(pages) > 1),
             gr.Button(interactive=page_of_jobs.next_cursor is not None),
         )
+
+    def _only_the_card(self, html: str) -> tuple[Any, ...]:
+        return tuple(html if output is self.job_card else gr.skip() for output in self.shown)
 
     def _wire_form(self) -> None:
         self.prompt.change(self.count_tokens, self.prompt, self.prompt_tokens, trigger_mode="always_last", **INTERNAL)
@@ -244,7 +277,7 @@ class StudioPage:
             "seed": None if random_seed else seed,
             "fps": fps,
         }
-        job = self.studio.submit(_account(request), params)
+        job = self.studio.submit(self.account(request), params)
         gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
         return job.job_id, job.request.seed, job.request.seed, [None]
 
@@ -289,11 +322,11 @@ class StudioPage:
     @_user_errors
     def cancel_job(self, job_id: str | None, request: gr.Request) -> None:
         if job_id:
-            self.studio.cancel(_account(request), job_id)
+            self.studio.cancel(self.account(request), job_id)
 
     @_user_errors
     def remix(self, job_id: str, request: gr.Request) -> tuple[Any, ...]:
-        asked = self.studio.status(_account(request), job_id).request
+        asked = self.studio.status(self.account(request), job_id).request
         return (
             *(asked.prompt, asked.negative_prompt, asked.rendered_num_frames, asked.width, asked.height),
             *(asked.num_inference_steps, asked.guidance_scale, False, asked.seed, asked.fps),
@@ -301,13 +334,16 @@ class StudioPage:
 
     @_user_errors
     def delete(self, job_id: str, followed: str | None, request: gr.Request) -> str | None:
-        self.studio.delete(_account(request), job_id)
+        self.studio.delete(self.account(request), job_id)
         gr.Info("Deleted.")
         return None if followed == job_id else followed
 
 
 def add_api(studio: Studio) -> None:
     """The named events for gradio_client: each answers at once; poll /status until the job ends."""
+
+    def account(request: gr.Request) -> str:
+        return studio.callers.account_for(request.headers)
 
     @_user_errors
     def submit(  # noqa: PLR0917 - the API's parameters, in diffusers' order
@@ -334,22 +370,22 @@ def add_api(studio: Studio) -> None:
             "seed": seed,
             "fps": fps,
         }
-        return studio.submit(_account(request), params).model_dump(mode="json")
+        return studio.submit(account(request), params).model_dump(mode="json")
 
     @_user_errors
     def status(request: gr.Request, job_id: str) -> dict[str, Any]:
         """A job's status, progress, queue position and, once COMPLETED, its download_url."""
-        return studio.status(_account(request), job_id).model_dump(mode="json")
+        return studio.status(account(request), job_id).model_dump(mode="json")
 
     @_user_errors
     def jobs(request: gr.Request, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
         """Your jobs, newest first; pass next_cursor back as cursor for the next page."""
-        return studio.jobs(_account(request), limit, cursor).model_dump(mode="json")
+        return studio.jobs(account(request), limit, cursor).model_dump(mode="json")
 
     @_user_errors
     def cancel(request: gr.Request, job_id: str) -> dict[str, Any]:
         """Cancel a pending job, or stop a running one at its next step."""
-        return studio.cancel(_account(request), job_id).model_dump(mode="json")
+        return studio.cancel(account(request), job_id).model_dump(mode="json")
 
     for fn in (submit, status, jobs, cancel):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from redis import Redis
 
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.config import Settings
+from mochi_app.middleware import BodySizeLimit, GuestCookie
 from mochi_app.redis_server import queue_url
 from mochi_app.studio import Studio
 from mochi_app.ui import CSS, build_ui
@@ -29,7 +30,11 @@ def create_app(settings: Settings) -> FastAPI:
         description="Text to video with Genmo's Mochi 1: submit a prompt, poll its status, download the MP4.",
         docs_url="/docs",
     )
+    app.state.studio = studio
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if studio.callers.guests:
+        app.add_middleware(GuestCookie)
     app.include_router(build_router(studio))
     # Mounted last: the REST routes above match first; the page takes everything else.
     gr.mount_gradio_app(app, build_ui(studio), path="/", css=CSS, footer_links=["api"], ssr_mode=False)
@@ -37,8 +42,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def serve(settings: Settings) -> None:
-    """Run the web process in the foreground until SIGINT or SIGTERM."""
+    """Run the web process in the foreground until SIGINT or SIGTERM; NobodyCanSignIn stops it first."""
     app = create_app(settings)
+    app.state.studio.callers.ensure_someone_can_sign_in()
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

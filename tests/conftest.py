@@ -23,6 +23,8 @@ from mochi_app.tokens import TokenCounter
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_frames": 31, "height": 96, "width": 160, "num_inference_steps": 4}
+# Per-account limits high enough that tests sharing an account never meet them by accident.
+GENEROUS = {"max_pending_jobs": 100, "submits_per_minute": 10_000}
 SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}  # long enough to cancel
 
 
@@ -66,7 +68,9 @@ def redis(redis_url: str) -> Iterator[Redis]:
 @pytest.fixture
 def settings(data_dir: Path, redis_url: str) -> Settings:
     """Settings on the tiny model, with a queue of this test's own."""
-    return Settings(data_dir=data_dir, redis_url=redis_url, model="tiny", queue_name=f"test-{uuid.uuid4().hex[:8]}")
+    return Settings(
+        data_dir=data_dir, redis_url=redis_url, model="tiny", queue_name=f"test-{uuid.uuid4().hex[:8]}", **GENEROUS
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +91,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         MOCHI_MODEL=settings.model,
         MOCHI_QUEUE_NAME=settings.queue_name,
         MOCHI_JOB_TIMEOUT_S=str(settings.job_timeout_s),
+        MOCHI_MAX_PENDING_JOBS=str(settings.max_pending_jobs),
+        MOCHI_SUBMITS_PER_MINUTE=str(settings.submits_per_minute),
+        MOCHI_GUESTS=settings.guests,
         PYTHONUNBUFFERED="1",
         **extra,
     )
@@ -163,7 +170,9 @@ def start_web(settings: Settings, log_path: Path) -> tuple[Child, str]:
 
 @pytest.fixture(scope="module")
 def module_settings(data_dir: Path, redis_url: str) -> Settings:
-    return Settings(data_dir=data_dir, redis_url=redis_url, model="tiny", queue_name=f"mod-{uuid.uuid4().hex[:8]}")
+    return Settings(
+        data_dir=data_dir, redis_url=redis_url, model="tiny", queue_name=f"mod-{uuid.uuid4().hex[:8]}", **GENEROUS
+    )
 
 
 @pytest.fixture(scope="module")

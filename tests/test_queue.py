@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from dataclasses import replace
 
 import pytest
 from redis import Redis
 
-from mochi_app.queue import JobQueue
+from mochi_app.config import Settings
+from mochi_app.queue import JobQueue, TooBusy, fair_slot
 from mochi_app.schemas import InvalidRequest, JobStatus
 from tests.conftest import SMALL, new_account
 
@@ -74,3 +76,42 @@ def test_cancelling_twice_or_an_unknown_job(job_queue: JobQueue) -> None:
     first = job_queue.cancel(record.job_id)
     assert job_queue.cancel(record.job_id) == first
     assert job_queue.cancel(str(uuid.uuid4())) is None
+
+
+def test_fair_slot_takes_turns_across_accounts() -> None:
+    assert fair_slot([], [], "b") is None
+    assert fair_slot(["a1", "a2", "a3"], ["a", "a", "a"], "b") == "a2"
+    assert fair_slot(["a1", "b1", "a2", "a3"], ["a", "b", "a", "a"], "b") == "a3"
+    assert fair_slot(["a1", "a2"], ["a", "a"], "a") is None
+
+
+def test_a_new_account_goes_ahead_of_a_long_backlog(job_queue: JobQueue) -> None:
+    heavy, light, other = new_account(), new_account(), new_account()
+    backlog = [job_queue.submit(heavy, {"prompt": f"clip {n}", **SMALL}).job_id for n in range(4)]
+    first = job_queue.submit(light, {"prompt": "mine", **SMALL}).job_id
+    second = job_queue.submit(light, {"prompt": "mine too", **SMALL}).job_id
+    third = job_queue.submit(other, {"prompt": "and mine", **SMALL}).job_id
+    assert job_queue.rq.job_ids == [backlog[0], first, third, backlog[1], second, backlog[2], backlog[3]]
+    assert job_queue.position(first) == 1
+
+
+def test_too_many_waiting_jobs_is_refused_with_the_count(redis: Redis, settings: Settings) -> None:
+    queue = JobQueue(redis, replace(settings, max_pending_jobs=2), count_tokens=None)
+    owner = new_account()
+    for _ in range(2):
+        queue.submit(owner, {"prompt": "a cat", **SMALL})
+    with pytest.raises(TooBusy, match="you have 2 jobs waiting; the limit is 2 per account") as refused:
+        queue.submit(owner, {"prompt": "one more", **SMALL})
+    assert refused.value.retry_after_s > 0
+    assert queue.rq.count == 2
+    queue.submit(new_account(), {"prompt": "someone else", **SMALL})
+
+
+def test_submits_per_minute_are_capped(redis: Redis, settings: Settings) -> None:
+    queue = JobQueue(redis, replace(settings, submits_per_minute=3), count_tokens=None)
+    owner = new_account()
+    for _ in range(3):
+        queue.submit(owner, {"prompt": "a cat", **SMALL})
+    with pytest.raises(TooBusy, match="at most 3 submits a minute per account; try again in") as refused:
+        queue.submit(owner, {"prompt": "too soon", **SMALL})
+    assert 1 <= refused.value.retry_after_s <= 61

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mochi_app.config import Limits
@@ -140,3 +140,36 @@ def test_limits_come_from_settings() -> None:
 
 def test_terminal_states() -> None:
     assert {status for status in JobStatus if status.is_terminal} == {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = list(GenerationRequest.model_fields)
+
+
+@given(
+    st.dictionaries(st.sampled_from([*FIELDS, "steps", ""]), JSON_VALUES, max_size=len(FIELDS))
+    | st.fixed_dictionaries({"prompt": st.text(max_size=300)}, optional={f: JSON_VALUES for f in FIELDS[1:]})
+)
+@settings(max_examples=300, deadline=None)
+def test_any_input_is_either_a_valid_request_or_named_errors(data: dict[str, object]) -> None:
+    """Whatever arrives, parse returns a request that keeps every rule, or InvalidRequest naming fields."""
+    try:
+        request = GenerationRequest.parse(data, LIMITS, COUNT)
+    except InvalidRequest as exc:
+        assert exc.errors and all(isinstance(message, str) and message for message in exc.errors.values())
+        assert set(exc.errors) <= {*FIELDS, "steps", ""}
+        return
+    assert request.prompt == request.prompt.strip() and request.prompt
+    assert COUNT(request.prompt) <= LIMITS.max_prompt_tokens
+    assert 1 <= request.num_frames <= LIMITS.max_num_frames
+    assert request.rendered_num_frames % 6 == 1
+    assert request.height % 16 == 0 and request.width % 16 == 0
+    assert LIMITS.min_side_px <= min(request.height, request.width)
+    assert 2 <= request.num_inference_steps <= LIMITS.max_num_inference_steps
+    assert 0 <= request.guidance_scale <= 20 and math.isfinite(request.guidance_scale)
+    assert request.seed is not None and 0 <= request.seed <= 2**32 - 1
+    assert 1 <= request.fps <= LIMITS.max_fps

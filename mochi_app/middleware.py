@@ -1,0 +1,95 @@
+"""ASGI middleware for the web process: a guest token for each new browser, and a cap on body size."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mochi_app.accounts import GUEST_COOKIE, new_guest_token
+
+GUEST_COOKIE_MAX_AGE_S = 365 * 24 * 3600
+
+
+def is_https(scope: Scope) -> bool:
+    headers = Headers(scope=scope)
+    return scope.get("scheme") == "https" or headers.get("x-forwarded-proto", "").split(",")[0].strip() == "https"
+
+
+def cookie_header(name: str, value: str, scope: Scope, max_age_s: int) -> tuple[bytes, bytes]:
+    """A Set-Cookie header the page's scripts cannot read; cross-site (a Space's iframe) only over HTTPS."""
+    same_site = "None; Secure" if is_https(scope) else "Lax"
+    cookie = f"{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite={same_site}"
+    return b"set-cookie", cookie.encode("latin-1")
+
+
+class GuestCookie:
+    """Gives a browser that opens the page without a guest token a new, unguessable one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _is_page_load(scope) or GUEST_COOKIE in Headers(scope=scope).get("cookie", ""):
+            await self.app(scope, receive, send)
+            return
+        token = new_guest_token()
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    cookie_header(GUEST_COOKIE, token, scope, GUEST_COOKIE_MAX_AGE_S),
+                ]
+            await send(message)
+
+        # The page's own requests that follow carry the cookie; so does this one, for the handlers.
+        scope = dict(scope, headers=[*scope["headers"], (b"cookie", f"{GUEST_COOKIE}={token}".encode())])
+        await self.app(scope, receive, send_with_cookie)
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over `max_bytes`, declared or streamed, before any route reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send, declared)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send, f"more than {self.max_bytes}")
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send, size: Any) -> None:
+        body = json.dumps({"detail": f"the request body is {size} bytes; the limit is {self.max_bytes}"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _is_page_load(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] != "GET":
+        return False
+    return scope["path"] in {"/", ""} and "text/html" in Headers(scope=scope).get("accept", "")
