@@ -193,7 +193,8 @@ class StudioPage:
         except JobNotFound:  # the followed job was deleted meanwhile
             return self.refresh(None, pages, request)
         except NotSignedIn as exc:
-            return self._only_the_card(f'<div class="job-card">{escape(str(exc).capitalize())}.</div>')
+            reason = str(exc)
+            return self._only_the_card(f'<div class="job-card">{escape(reason[:1].upper() + reason[1:])}.</div>')
         except RedisError:
             return self._only_the_card(
                 f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'

@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from redis import Redis
 
-from tests.conftest import REPO, SMALL, RunningApp, wait_for
+from mochi_app.accounts import AccountStore
+from mochi_app.config import Settings
+from tests.conftest import REPO, SMALL, RunningApp, start_web, wait_for
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
@@ -99,3 +104,31 @@ def test_remix_loads_a_jobs_parameters_into_the_form(page: Page, studio_app: Run
     assert not page.get_by_label("Random seed").is_checked()
     assert page.get_by_label("Seed", exact=True).input_value() == "1234"
     assert page.get_by_label("number input for Frames", exact=True).input_value() == str(SMALL["num_frames"])
+
+
+@pytest.fixture(scope="module")
+def public_web(data_dir: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web process with guest accounts on, as on a public address."""
+    settings = Settings(data_dir=data_dir, redis_url=redis_url, guests="on", queue_name=f"b-{uuid.uuid4().hex[:8]}")
+    child, url = start_web(settings, tmp_path_factory.mktemp("public") / "web.log")
+    yield url
+    child.stop()
+
+
+def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web: str, redis_url: str) -> None:
+    name = f"carol-{uuid.uuid4().hex[:6]}"
+    _, key = AccountStore(Redis.from_url(redis_url)).create(name)
+    page = browser.new_page()
+    page.goto(public_web)
+    page.get_by_text("You are a guest").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Sign in with an API key").click()
+    page.get_by_label("API key").fill("mochi_not_a_real_key")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_text("that API key is not valid").wait_for(timeout=15_000)
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_text(f"Signed in as {name}").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Sign in with an API key").click()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_text("You are a guest").wait_for(timeout=15_000)
+    page.close()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 import gradio as gr
 import pytest
 from redis import Redis
 
-from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.config import Settings
 from mochi_app.studio import Studio
 from mochi_app.ui import GALLERY_PAGE_SIZE, StudioPage
 from tests.conftest import SMALL
-
-VISITOR = gr.Request(headers={})
 
 
 @pytest.fixture
@@ -21,41 +20,54 @@ def page(redis: Redis, settings: Settings) -> StudioPage:
         return StudioPage(Studio(redis, settings), blocks)
 
 
-def shown(page: StudioPage, job_id: str | None, cursors: list[str | None] | None = None) -> dict[str, object]:
-    values = page.refresh(job_id, cursors or [None], VISITOR)
+@pytest.fixture
+def visitor(page: StudioPage) -> gr.Request:
+    """A visitor with an account of their own, so other tests' jobs never show."""
+    _, key = page.studio.accounts.create(f"ui-{uuid.uuid4().hex[:8]}")
+    return gr.Request(headers={"authorization": f"Bearer {key}"})
+
+
+def owner(page: StudioPage, visitor: gr.Request) -> str:
+    return page.account(visitor)
+
+
+def shown(
+    page: StudioPage, visitor: gr.Request, job_id: str | None, cursors: list[str | None] | None = None
+) -> dict[str, object]:
+    values = page.refresh(job_id, cursors or [None], visitor)
     names = ["banner", "job_card", "video", "cancel", "gallery", "next_cursor", "timer", "newer", "older"]
     return dict(zip(names, values, strict=True))
 
 
-def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage) -> None:
-    assert shown(page, None)["timer"].active is False  # type: ignore[attr-defined]
-    job = page.studio.submit(LOCAL_ACCOUNT, {"prompt": "a cat", **SMALL})
-    followed = shown(page, job.job_id)
+def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage, visitor: gr.Request) -> None:
+    assert shown(page, visitor, None)["timer"].active is False  # type: ignore[attr-defined]
+    job = page.studio.submit(owner(page, visitor), {"prompt": "a cat", **SMALL})
+    followed = shown(page, visitor, job.job_id)
     assert followed["timer"].active is True  # type: ignore[attr-defined]
     assert "Queued" in str(followed["job_card"]) and followed["cancel"].visible is True  # type: ignore[attr-defined]
-    page.studio.cancel(LOCAL_ACCOUNT, job.job_id)
-    after = shown(page, job.job_id)
+    page.studio.cancel(owner(page, visitor), job.job_id)
+    after = shown(page, visitor, job.job_id)
     assert after["timer"].active is False  # type: ignore[attr-defined]
     assert "Cancelled." in str(after["job_card"])
 
 
-def test_the_gallery_pages_and_the_buttons_follow(page: StudioPage) -> None:
-    ids = [page.studio.submit(LOCAL_ACCOUNT, {"prompt": f"clip {n}", **SMALL}).job_id for n in range(8)]
-    first = shown(page, None)
+def test_the_gallery_pages_and_the_buttons_follow(page: StudioPage, visitor: gr.Request) -> None:
+    ids = [page.studio.submit(owner(page, visitor), {"prompt": f"clip {n}", **SMALL}).job_id for n in range(8)]
+    first = shown(page, visitor, None)
     assert [item["job_id"] for item in first["gallery"]] == ids[::-1][:GALLERY_PAGE_SIZE]  # type: ignore[attr-defined]
     assert first["older"].interactive is True and first["newer"].interactive is False  # type: ignore[attr-defined]
     pages = page.go_older([None], first["next_cursor"])  # type: ignore[arg-type]
-    second = shown(page, None, pages)
+    second = shown(page, visitor, None, pages)
     assert [item["job_id"] for item in second["gallery"]][:2] == ids[::-1][GALLERY_PAGE_SIZE:][:2]  # type: ignore[attr-defined]
     assert second["newer"].interactive is True  # type: ignore[attr-defined]
     assert page.go_newer(pages) == [None]
 
 
-def test_a_deleted_followed_job_is_dropped_not_an_error(page: StudioPage) -> None:
-    job = page.studio.submit(LOCAL_ACCOUNT, {"prompt": "short-lived", **SMALL})
-    page.studio.cancel(LOCAL_ACCOUNT, job.job_id)
-    page.studio.delete(LOCAL_ACCOUNT, job.job_id)
-    assert "Write a prompt and press Generate" in str(shown(page, job.job_id)["job_card"])
+def test_a_deleted_followed_job_is_dropped_not_an_error(page: StudioPage, visitor: gr.Request) -> None:
+    job = page.studio.submit(owner(page, visitor), {"prompt": "short-lived", **SMALL})
+    page.studio.cancel(owner(page, visitor), job.job_id)
+    page.studio.delete(owner(page, visitor), job.job_id)
+    assert "Write a prompt and press Generate" in str(shown(page, visitor, job.job_id)["job_card"])
 
 
 def test_presets_stay_within_the_limits(page: StudioPage) -> None:
@@ -63,9 +75,16 @@ def test_presets_stay_within_the_limits(page: StudioPage) -> None:
     assert page.apply_preset("Final") == (100, 163)
 
 
-def test_remix_returns_the_jobs_parameters_for_the_form(page: StudioPage) -> None:
-    job = page.studio.submit(LOCAL_ACCOUNT, {"prompt": "a heron", **SMALL, "num_frames": 30, "seed": 9})
-    remixed = page.remix(job.job_id, VISITOR)
+def test_remix_returns_the_jobs_parameters_for_the_form(page: StudioPage, visitor: gr.Request) -> None:
+    job = page.studio.submit(owner(page, visitor), {"prompt": "a heron", **SMALL, "num_frames": 30, "seed": 9})
+    remixed = page.remix(job.job_id, visitor)
     assert remixed == ("a heron", "", 31, 160, 96, 4, 4.5, False, 9, 30)
     with pytest.raises(gr.Error, match="no job with id"):
-        page.remix("not-a-job", VISITOR)
+        page.remix("not-a-job", visitor)
+
+
+def test_a_visitor_who_can_act_for_nobody_sees_how_to_sign_in(page: StudioPage) -> None:
+    stranger = gr.Request(headers={"authorization": "Bearer mochi_not_a_key"})
+    card = shown(page, stranger, None)["job_card"]
+    assert "That API key is not valid" in str(card)
+    assert "Signed in as" not in page.who_is_it(stranger)
