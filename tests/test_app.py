@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import imageio.v3 as iio
 import pytest
 from gradio_client import Client
 
-from tests.conftest import SMALL, RunningApp, start_app, wait_for
+from tests.conftest import REPO, SMALL, RunningApp, newcomer_env, start_app, wait_for
 
 
 def download(app: RunningApp, job: dict[str, Any], to: Path) -> tuple[int, ...]:
@@ -76,3 +79,23 @@ def test_sigterm_stops_every_child_cleanly(tmp_path: Path) -> None:
     assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{app.url}/healthz", timeout=2)
+
+
+def test_accounts_commands_reach_the_running_app(studio_app: RunningApp) -> None:
+    name = f"dana-{uuid.uuid4().hex[:6]}"
+    env = newcomer_env(studio_app.data_dir, port=7860)
+
+    def accounts(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mochi_app", "accounts", *args]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    created = accounts("create", name)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{studio_app.url}/session", headers=bearer).json() == {"account": name}
+    assert f"{name}\tactive" in accounts("list").stdout
+    assert accounts("create", name).returncode == 2
+    assert accounts("revoke", name).returncode == 0
+    assert httpx.get(f"{studio_app.url}/status/{uuid.uuid4()}", headers=bearer).status_code == 401
+    assert f"{name}\trevoked" in accounts("list").stdout
