@@ -29,3 +29,8 @@ def test_web_startup_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("web_startup")
     assert figures["ready_median_s"] > 0 and figures["rss_median_mb"] > 0
     assert figures["torch_loaded"] is False
+
+
+def test_submit_latency_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("submit_latency")
+    assert all(figures[f"depth_{depth}"]["p50_ms"] > 0 for depth in (0, 100, 1000))
