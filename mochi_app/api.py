@@ -15,10 +15,7 @@ from mochi_app.accounts import KEY_COOKIE, NotSignedIn
 from mochi_app.middleware import cookie_header
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import GenerationRequest, HealthPublic, InvalidRequest, JobPagePublic, JobPublic
-from mochi_app.studio import AccountNotFound, JobConflict, JobNotFound, Studio
-
-QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
-
+from mochi_app.studio import QUEUE_UNREACHABLE, AccountNotFound, JobConflict, JobNotFound, Studio
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
 GENERATE_BODY_DOCS: dict[str, Any] = {

@@ -10,6 +10,11 @@ from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
 
 
+def sentence(text: str) -> str:
+    """An error message as a sentence on the page: capitalised, full stop."""
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
 def frames_label(num_frames: int, fps: int) -> str:
     return f"{num_frames} frames = {num_frames / fps:.1f} s at {fps} fps"
 

@@ -22,6 +22,7 @@ from mochi_app.video import video_path
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
+QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
 
 
 class JobNotFound(LookupError):

@@ -15,7 +15,7 @@ from mochi_app import cards
 from mochi_app.accounts import NotSignedIn
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
-from mochi_app.studio import JobConflict, JobNotFound, Studio
+from mochi_app.studio import QUEUE_UNREACHABLE, JobConflict, JobNotFound, Studio
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 GALLERY_PAGE_SIZE = 6
 POLL_INTERVAL_S = 1.0
-QUEUE_UNREACHABLE = "The job queue is unreachable right now. Try again in a moment."
 DEFAULTS = {name: field.default for name, field in GenerationRequest.model_fields.items()}
 # name: (num_inference_steps, num_frames), clamped to the configured limits.
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
@@ -73,7 +72,7 @@ def _user_errors(fn: F) -> F:
             raise gr.Error(str(exc), print_exception=False) from None
         except RedisError:
             log.warning("queue unreachable", exc_info=True)
-            raise gr.Error(QUEUE_UNREACHABLE, print_exception=False) from None
+            raise gr.Error(cards.sentence(QUEUE_UNREACHABLE), print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -193,11 +192,10 @@ class StudioPage:
         except JobNotFound:  # the followed job was deleted meanwhile
             return self.refresh(None, pages, request)
         except NotSignedIn as exc:
-            reason = str(exc)
-            return self._only_the_card(f'<div class="job-card">{escape(reason[:1].upper() + reason[1:])}.</div>')
+            return self._only_the_card(f'<div class="job-card">{escape(cards.sentence(str(exc)))}</div>')
         except RedisError:
             return self._only_the_card(
-                f'<div class="job-card"><span class="error">{QUEUE_UNREACHABLE}</span> Retrying…</div>'
+                f'<div class="job-card"><span class="error">{cards.sentence(QUEUE_UNREACHABLE)}</span> Retrying…</div>'
             )
         # The timer runs only while something of this visitor's can still change.
         busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
