@@ -52,6 +52,7 @@ class Settings:
     max_pending_jobs: int = 10  # per account
     submits_per_minute: int = 30  # per account
     max_request_bytes: int = 64 * 1024
+    heartbeat_ttl_s: int = 15  # a RUNNING job whose worker has not beaten for this long is recovered
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -96,6 +97,7 @@ class Settings:
             max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),
             submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
             max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
+            heartbeat_ttl_s=read.integer("MOCHI_HEARTBEAT_TTL_S", 15, minimum=2),
             limits=limits,
         )
 

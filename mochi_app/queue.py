@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 RENDER_TASK = "mochi_app.tasks.render"
 FAILURE_TTL_S = 7 * 24 * 3600
 RATE_WINDOW_S = 60
+MAX_ATTEMPTS = 2  # a job whose worker dies is run once more, then given up
+WORKER_LOST = "worker lost: the worker running this job stopped, twice; try again, perhaps with fewer frames"
 SUBMIT_RETRIES = 50  # a busy queue changes under WATCH; each retry costs one round trip
 
 
@@ -120,20 +122,56 @@ class JobQueue:
         pivot = fair_slot(waiting, owners, record.account_id)
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)
-        self.rq.enqueue(
-            RENDER_TASK,
-            record.job_id,
-            job_id=record.job_id,
-            job_timeout=self.settings.job_timeout_s,
-            result_ttl=0,  # the job record is the result; RQ's copy would only duplicate it
-            failure_ttl=FAILURE_TTL_S,
-            description=f"render {record.job_id}",
-            pipeline=pipe,
-        )
+        self._push(pipe, record.job_id)
         if pivot is not None:
             pipe.lrem(self.rq.key, 1, record.job_id)
             pipe.linsert(self.rq.key, "BEFORE", pivot, record.job_id)
         pipe.execute()
+
+    def _push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:
+        """The RQ job for `job_id`, inside the caller's open transaction."""
+        self.rq.enqueue(
+            RENDER_TASK,
+            job_id,
+            job_id=job_id,
+            job_timeout=self.settings.job_timeout_s,
+            result_ttl=0,  # the job record is the result; RQ's copy would only duplicate it
+            failure_ttl=FAILURE_TTL_S,
+            description=f"render {job_id}",
+            at_front=at_front,
+            pipeline=pipe,
+        )
+
+    def recover(self, job_id: str, lost_worker: str) -> JobRecord | None:
+        """A job whose worker is gone: back to the front of the queue once, FAILED "worker lost" after that.
+
+        Does nothing unless the job is still RUNNING on `lost_worker`. Returns the record afterwards.
+        """
+
+        recovered = False
+
+        def retry_or_fail(record: JobRecord) -> JobRecord | None:
+            nonlocal recovered
+            if record.status is not JobStatus.RUNNING or record.worker_id != lost_worker:
+                return None
+            recovered = True
+            if record.cancel_requested:
+                return record.model_copy(update={"status": JobStatus.CANCELLED, "finished_at": time.time()})
+            if record.attempts >= MAX_ATTEMPTS:
+                return record.model_copy(
+                    update={"status": JobStatus.FAILED, "finished_at": time.time(), "error": WORKER_LOST}
+                )
+            restart = {"status": JobStatus.PENDING, "worker_id": None, "started_at": None, "model": None}
+            return record.model_copy(update={**restart, "progress": record.progress.model_copy(update={"step": 0})})
+
+        def requeue(pipe: Pipeline, record: JobRecord) -> None:
+            if record.status is JobStatus.PENDING:
+                self._push(pipe, record.job_id, at_front=True)  # it has waited its turn once already
+
+        record = self.store.update(job_id, retry_or_fail, along_with=requeue)
+        if recovered and record is not None:
+            log.warning("job %s: worker %s lost; now %s", job_id, lost_worker, record.status)
+        return record
 
     @staticmethod
     def _owners(pipe: Pipeline, job_ids: list[str]) -> list[str]:

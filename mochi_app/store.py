@@ -9,9 +9,11 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
-from mochi_app.schemas import InvalidRequest, JobRecord
+from mochi_app.schemas import InvalidRequest, JobRecord, JobStatus
 
 RecordChange = Callable[[JobRecord], JobRecord | None]
+# More writes for the same transaction as a change, given the changed record (e.g. put it back on the queue).
+AlongWith = Callable[[Pipeline, JobRecord], None]
 
 
 def job_key(job_id: str) -> str:
@@ -20,6 +22,9 @@ def job_key(job_id: str) -> str:
 
 def account_jobs_key(account_id: str) -> str:
     return f"account:{account_id}:jobs"
+
+
+RUNNING_KEY = "jobs:running"  # a set of the ids of RUNNING jobs, kept in step with each record's status
 
 
 def _score(record: JobRecord) -> int:
@@ -62,11 +67,12 @@ class JobStore:
         raw = self.redis.get(job_key(job_id))
         return None if raw is None else JobRecord.model_validate_json(raw)
 
-    def update(self, job_id: str, change: RecordChange) -> JobRecord | None:
+    def update(self, job_id: str, change: RecordChange, along_with: AlongWith | None = None) -> JobRecord | None:
         """Apply `change` atomically (retried if another writer got there first).
 
-        `change` returns the new record, or None to leave the record as it is. Returns the record as
-        stored afterwards, or None when there is no such job.
+        `change` returns the new record, or None to leave the record as it is; `along_with` adds writes
+        to the same transaction when there is a change. Returns the record as stored afterwards, or
+        None when there is no such job.
         """
         key = job_key(job_id)
 
@@ -80,6 +86,12 @@ class JobStore:
                 return current
             pipe.multi()
             pipe.set(key, changed.model_dump_json())
+            if changed.status is JobStatus.RUNNING:
+                pipe.sadd(RUNNING_KEY, job_id)
+            else:
+                pipe.srem(RUNNING_KEY, job_id)
+            if along_with is not None:
+                along_with(pipe, changed)
             return changed
 
         result = self.redis.transaction(transaction, key, value_from_callable=True)  # type: ignore[arg-type]
@@ -99,8 +111,13 @@ class JobStore:
         next_cursor = str(int(page[-1][1])) if len(entries) > limit else None
         return JobPage(records=records, next_cursor=next_cursor)
 
+    def running_ids(self) -> list[str]:
+        """Ids of the jobs that are RUNNING now (what the reaper checks for lost workers)."""
+        return sorted(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in self.redis.smembers(RUNNING_KEY))
+
     def delete(self, record: JobRecord) -> None:
         with self.redis.pipeline() as pipe:
             pipe.delete(job_key(record.job_id))
+            pipe.srem(RUNNING_KEY, record.job_id)
             pipe.zrem(account_jobs_key(record.account_id), record.job_id)
             pipe.execute()

@@ -11,6 +11,7 @@ from redis import Redis
 
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.config import Settings
+from mochi_app.liveness import reap_lost_jobs, run_every
 from mochi_app.middleware import BodySizeLimit, GuestCookie
 from mochi_app.redis_server import queue_url
 from mochi_app.studio import Studio
@@ -44,7 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
 def serve(settings: Settings) -> None:
     """Run the web process in the foreground until SIGINT or SIGTERM; NobodyCanSignIn stops it first."""
     app = create_app(settings)
-    app.state.studio.callers.ensure_someone_can_sign_in()
+    studio: Studio = app.state.studio
+    studio.callers.ensure_someone_can_sign_in()
+    run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(studio.queue), "reaper")
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -11,8 +11,9 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
+from mochi_app.liveness import Heartbeat, reap_lost_jobs, run_every
 from mochi_app.model_card import publish_model_card
-from mochi_app.queue import rq_queue
+from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
 from mochi_app.store import JobStore
 from mochi_app.tasks import JobRunner, install_runner
@@ -40,8 +41,17 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             worker_id=name,
         )
     )
+    heartbeat = Heartbeat(redis, name, settings.heartbeat_ttl_s)
+    heartbeat.start()
+    # Every worker also looks for jobs whose worker died: a fleet needs no separate reaper process.
+    jobs = JobQueue(redis, settings)
+    stop_reaping = run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(jobs), "reaper")
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
     worker = SimpleWorker([rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name)
     log.info("worker %s ready on queue %r with model %s", name, settings.queue_name, renderer.model_name)
-    worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+    try:
+        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+    finally:
+        stop_reaping.set()
+        heartbeat.stop()

@@ -1,0 +1,77 @@
+"""Worker liveness: a heartbeat beside the denoising loop, and the reaper of jobs whose worker is gone."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from mochi_app.queue import JobQueue
+from mochi_app.schemas import JobRecord, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+def heartbeat_key(worker_id: str) -> str:
+    return f"worker:{worker_id}:heartbeat"
+
+
+def run_every(interval_s: float, action: Callable[[], object], name: str) -> threading.Event:
+    """Run `action` now and every `interval_s` in a daemon thread until the returned event is set."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                action()
+            except RedisError as exc:  # Redis away for a moment: try again on the next beat
+                log.warning("%s: %s", name, exc)
+            if stop.wait(interval_s):
+                return
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
+    return stop
+
+
+class Heartbeat:
+    """Proves a worker is alive with a key that expires `ttl_s` after the last beat.
+
+    It beats from its own thread, so a long denoising step or VAE decode does not stop it; only a
+    dead (or frozen) process does.
+    """
+
+    def __init__(self, redis: Redis, worker_id: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.key = heartbeat_key(worker_id)
+        self.ttl_s = ttl_s
+        self._stop: threading.Event | None = None
+
+    def beat(self) -> None:
+        self.redis.set(self.key, str(time.time()), ex=self.ttl_s)
+
+    def start(self) -> None:
+        self._stop = run_every(self.ttl_s / 3, self.beat, "heartbeat")
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self.redis.delete(self.key)
+
+
+def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
+    """Every RUNNING job whose worker's heartbeat has expired: re-queued once, then FAILED "worker lost"."""
+    recovered = []
+    for job_id in queue.store.running_ids():
+        record = queue.store.get(job_id)
+        if record is None or record.status is not JobStatus.RUNNING or record.worker_id is None:
+            continue
+        if queue.redis.exists(heartbeat_key(record.worker_id)):
+            continue
+        after = queue.recover(job_id, record.worker_id)
+        if after is not None and after.status is not JobStatus.RUNNING:
+            recovered.append(after)
+    return recovered

@@ -1,0 +1,98 @@
+"""Worker liveness: heartbeats, and jobs whose worker died are re-queued once, then FAILED "worker lost"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from mochi_app.config import Settings
+from mochi_app.liveness import Heartbeat, heartbeat_key, reap_lost_jobs
+from mochi_app.queue import WORKER_LOST, JobQueue
+from mochi_app.schemas import JobRecord, JobStatus
+from tests.conftest import SLOW, SMALL, new_account, start_worker, wait_for
+
+
+def running_on(job_queue: JobQueue, job_id: str, worker_id: str, attempts: int) -> None:
+    """Mark a job as taken by `worker_id`, as a worker's JobRunner does."""
+
+    def start(record: JobRecord) -> JobRecord:
+        update = {"status": JobStatus.RUNNING, "worker_id": worker_id, "attempts": attempts, "started_at": time.time()}
+        return record.model_copy(update=update)
+
+    job_queue.store.update(job_id, start)
+    job_queue.rq.remove(job_id)
+
+
+def test_a_heartbeat_expires_unless_renewed(redis: Redis) -> None:
+    heartbeat = Heartbeat(redis, "beating-worker", ttl_s=2)
+    heartbeat.beat()
+    assert 0 < redis.ttl(heartbeat_key("beating-worker")) <= 2
+    heartbeat.stop()
+    assert not redis.exists(heartbeat_key("beating-worker"))
+
+
+def test_a_lost_job_goes_back_to_the_front_once_then_fails(job_queue: JobQueue, redis: Redis) -> None:
+    waiting = job_queue.submit(new_account(), {"prompt": "waiting", **SMALL})
+    lost = job_queue.submit(new_account(), {"prompt": "lost", **SMALL})
+    running_on(job_queue, lost.job_id, "ghost-1", attempts=1)
+    Heartbeat(redis, "alive-1", ttl_s=30).beat()
+    alive = job_queue.submit(new_account(), {"prompt": "fine", **SMALL})
+    running_on(job_queue, alive.job_id, "alive-1", attempts=1)
+
+    assert [record.job_id for record in reap_lost_jobs(job_queue)] == [lost.job_id]
+    requeued = job_queue.store.get(lost.job_id)
+    assert requeued is not None and requeued.status is JobStatus.PENDING and requeued.worker_id is None
+    assert job_queue.rq.job_ids == [lost.job_id, waiting.job_id]
+    assert job_queue.store.get(alive.job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+
+    running_on(job_queue, lost.job_id, "ghost-2", attempts=2)
+    reap_lost_jobs(job_queue)
+    failed = job_queue.store.get(lost.job_id)
+    assert failed is not None and (failed.status, failed.error) == (JobStatus.FAILED, WORKER_LOST)
+    assert lost.job_id not in job_queue.store.running_ids()
+
+
+def test_a_sigkilled_workers_job_completes_on_the_next_worker(
+    settings: Settings, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    first = start_worker(settings, tmp_path / "first.log", MOCHI_HEARTBEAT_TTL_S="2")
+    job = job_queue.submit(new_account(), {"prompt": "survives a crash", **SLOW})
+    wait_for(lambda: (r := job_queue.store.get(job.job_id)) and r.progress.step > 0, 60, "the job to start")
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    second = start_worker(settings, tmp_path / "second.log", MOCHI_HEARTBEAT_TTL_S="2")
+    try:
+        done = wait_for(
+            lambda: (r := job_queue.store.get(job.job_id)) and r.status.is_terminal and r, 120, "the retried job"
+        )
+    finally:
+        second.stop()
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)  # type: ignore[union-attr]
+    assert done.worker_id == f"{os.uname().nodename}-{second.process.pid}"  # type: ignore[union-attr]
+
+
+def test_a_job_whose_worker_dies_twice_fails_worker_lost(
+    settings: Settings, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    job = job_queue.submit(new_account(), {"prompt": "unlucky", **SLOW})
+    for attempt in (1, 2):
+        worker = start_worker(settings, tmp_path / f"worker-{attempt}.log", MOCHI_HEARTBEAT_TTL_S="2")
+        wait_for(
+            lambda: (r := job_queue.store.get(job.job_id)) and r.attempts == attempt and r.progress.step > 0,  # noqa: B023
+            60,
+            f"attempt {attempt} to start",
+        )
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.wait()
+    reaper = start_worker(settings, tmp_path / "reaper.log", MOCHI_HEARTBEAT_TTL_S="2")
+    try:
+        failed = wait_for(
+            lambda: (r := job_queue.store.get(job.job_id)) and r.status.is_terminal and r, 30, "the job to end"
+        )
+    finally:
+        reaper.stop()
+    assert (failed.status, failed.error, failed.attempts) == (JobStatus.FAILED, WORKER_LOST, 2)  # type: ignore[union-attr]
