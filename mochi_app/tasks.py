@@ -83,7 +83,9 @@ class JobRunner:
         encode_s = time.perf_counter() - encode_started
         frame_count, height, width, _ = rendering.frames.shape
 
-        def complete(current: JobRecord) -> JobRecord:
+        def complete(current: JobRecord) -> JobRecord | None:
+            if not self._owns(current):
+                return None
             now = time.time()
             timings = current.timings.model_copy(
                 update={
@@ -111,19 +113,28 @@ class JobRunner:
             return record
         return finished
 
+    def _owns(self, record: JobRecord) -> bool:
+        """Whether the record still says this worker runs the job (a reaper may have given it away)."""
+        return record.status is JobStatus.RUNNING and record.worker_id == self.worker_id
+
     def _step_reporter(self, job_id: str) -> StepCallback:
         def report(step: int, total: int) -> None:
-            def advance(current: JobRecord) -> JobRecord:
+            def advance(current: JobRecord) -> JobRecord | None:
+                if not self._owns(current):
+                    return None
                 return current.model_copy(update={"progress": current.progress.model_copy(update={"step": step})})
 
             record = self.store.update(job_id, advance)
-            if record is None or record.cancel_requested:
+            # Stop at once when cancelled, or when the job is no longer ours (re-queued as lost).
+            if record is None or record.cancel_requested or not self._owns(record):
                 raise JobCancelled(job_id)
 
         return report
 
     def _finish(self, job_id: str, status: JobStatus, error: str | None) -> None:
-        def end(current: JobRecord) -> JobRecord:
+        def end(current: JobRecord) -> JobRecord | None:
+            if not self._owns(current):
+                return None
             now = time.time()
             return current.model_copy(
                 update={

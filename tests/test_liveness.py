@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.generator import load_renderer
 from mochi_app.liveness import Heartbeat, heartbeat_key, reap_lost_jobs
 from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.tasks import JobRunner
 from tests.conftest import SLOW, SMALL, new_account, start_worker, wait_for
 
 
@@ -96,3 +99,22 @@ def test_a_job_whose_worker_dies_twice_fails_worker_lost(
     finally:
         reaper.stop()
     assert (failed.status, failed.error, failed.attempts) == (JobStatus.FAILED, WORKER_LOST, 2)  # type: ignore[union-attr]
+
+
+def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
+    settings: Settings, job_queue: JobQueue
+) -> None:
+    renderer = load_renderer(settings)
+    runner = JobRunner(store=job_queue.store, renderer=renderer, settings=settings, worker_id="slow-but-alive")
+    job = job_queue.submit(new_account(), {"prompt": "given away", **SLOW})
+    job_queue.rq.remove(job.job_id)  # this test plays the worker itself
+    thread = threading.Thread(target=runner.run, args=(job.job_id,))
+    thread.start()
+    wait_for(lambda: (r := job_queue.store.get(job.job_id)) and r.progress.step > 0, 60, "the job to start")
+    job_queue.recover(job.job_id, "slow-but-alive")  # as the reaper does when a heartbeat lapses
+    thread.join(60)
+    assert not thread.is_alive()
+    record = job_queue.store.get(job.job_id)
+    assert record is not None and (record.status, record.worker_id, record.error) == (JobStatus.PENDING, None, None)
+    assert job_queue.rq.job_ids == [job.job_id]
+    assert not (settings.videos_dir / f"{job.job_id}.mp4").exists()
