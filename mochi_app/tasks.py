@@ -17,6 +17,8 @@ from mochi_app.video import video_path, write_mp4
 
 log = logging.getLogger(__name__)
 
+TIME_LIMIT_SLACK_S = 0.5  # RQ's clock starts a moment before ours does
+
 
 class JobCancelled(Exception):
     """Raised from the step callback to stop a job whose cancel was requested."""
@@ -45,15 +47,17 @@ class JobRunner:
             log.info("job %s: not pending any more, skipped", job_id)
             return
         log.info("job %s: running", job_id)
+        started = time.monotonic()
         try:
             record = self._render(record)
         except JobCancelled:
             self._finish(job_id, JobStatus.CANCELLED, error=None)
-        except JobTimeoutException:
-            self._finish(job_id, JobStatus.FAILED, error=f"timed out after {self.settings.job_timeout_s} s")
         except PromptTooLong as exc:
             self._finish(job_id, JobStatus.FAILED, error=str(exc))
         except Exception as exc:
+            if self._timed_out(exc, started):
+                self._finish(job_id, JobStatus.FAILED, error=f"timed out after {self.settings.job_timeout_s} s")
+                return
             log.exception("job %s failed", job_id)
             self._finish(job_id, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         else:
@@ -112,6 +116,16 @@ class JobRunner:
             path.unlink(missing_ok=True)
             return record
         return finished
+
+    def _timed_out(self, exc: BaseException, started: float) -> bool:
+        """RQ's time limit arrives as a signal-raised JobTimeoutException wherever the job is, and
+        code it lands in may wrap it (pydantic's serializer does): so also trust the clock."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, JobTimeoutException):
+                return True
+            cause = cause.__cause__ or cause.__context__
+        return time.monotonic() - started >= self.settings.job_timeout_s - TIME_LIMIT_SLACK_S
 
     def _owns(self, record: JobRecord) -> bool:
         """Whether the record still says this worker runs the job (a reaper may have given it away)."""

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_frames": 31, "height": 96, "width": 160, "num_inference_steps": 4}
 # Per-account limits high enough that tests sharing an account never meet them by accident.
 GENEROUS = {"max_pending_jobs": 100, "submits_per_minute": 10_000}
-SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}  # long enough to cancel
+# Big enough that denoising takes a few seconds on a CPU, so a cancel or a crash can land mid-run.
+SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}
 
 
 def new_account() -> str:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 from redis import Redis
+from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
 from tests.conftest import SLOW, SMALL, Child, new_account, start_worker, wait_for
 
 
-# Big enough that denoising takes a few seconds on a CPU, so a cancel can land mid-run.
 def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
     def terminal() -> JobRecord | None:
         record = queue.store.get(job_id)
@@ -129,3 +130,14 @@ def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
         assert finished(queue, quick.job_id).status is JobStatus.COMPLETED
     finally:
         worker.stop()
+
+
+def test_a_time_limit_that_lands_inside_a_library_is_still_a_timeout(module_settings: Settings) -> None:
+    """RQ raises its timeout from a signal wherever the job is; pydantic's serializer wraps it."""
+    runner = JobRunner(store=None, renderer=None, settings=replace(module_settings, job_timeout_s=1), worker_id="w")  # type: ignore[arg-type]
+    wrapped = ValueError("Error serializing to JSON: JobTimeoutException: Task exceeded maximum timeout value")
+    assert runner._timed_out(wrapped, started=time.monotonic() - 1)
+    assert not runner._timed_out(wrapped, started=time.monotonic())
+    chained = RuntimeError("outer")
+    chained.__context__ = JobTimeoutException("inner")
+    assert runner._timed_out(chained, started=time.monotonic())
