@@ -97,7 +97,7 @@ class EmbeddedServer:
         if len(str(sock)) <= MAX_SOCKET_PATH:
             sock.unlink(missing_ok=True)
             return ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"], f"unix://{sock}"
-        port = _free_loopback_port()
+        port = free_loopback_port()
         return ["--port", str(port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{port}/0"
 
 
@@ -137,7 +137,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
+from mochi_app.redis_server import free_loopback_port as free_port
+from mochi_app.schemas import JobRecord
 from mochi_app.tokens import TokenCounter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,13 +100,6 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def answers(url: str) -> bool:
@@ -224,3 +218,13 @@ def studio_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
     app = start_app(tmp_path_factory.mktemp("app"))
     yield app
     app.child.stop()
+
+
+def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
+    def terminal() -> JobRecord | None:
+        record = queue.store.get(job_id)
+        return record if record is not None and record.status.is_terminal else None
+
+    result = wait_for(terminal, timeout_s, f"job {job_id} to finish")
+    assert isinstance(result, JobRecord)
+    return result

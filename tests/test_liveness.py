@@ -16,7 +16,7 @@ from mochi_app.liveness import Heartbeat, heartbeat_key, reap_lost_jobs
 from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
-from tests.conftest import SLOW, SMALL, new_account, start_worker, wait_for
+from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
 
 
 def running_on(job_queue: JobQueue, job_id: str, worker_id: str, attempts: int) -> None:
@@ -69,13 +69,11 @@ def test_a_sigkilled_workers_job_completes_on_the_next_worker(
     first.process.wait()
     second = start_worker(settings, tmp_path / "second.log", MOCHI_HEARTBEAT_TTL_S="2")
     try:
-        done = wait_for(
-            lambda: (r := job_queue.store.get(job.job_id)) and r.status.is_terminal and r, 120, "the retried job"
-        )
+        done = finished(job_queue, job.job_id)
     finally:
         second.stop()
-    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)  # type: ignore[union-attr]
-    assert done.worker_id == f"{os.uname().nodename}-{second.process.pid}"  # type: ignore[union-attr]
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)
+    assert done.worker_id == f"{os.uname().nodename}-{second.process.pid}"
 
 
 def test_a_job_whose_worker_dies_twice_fails_worker_lost(
@@ -93,12 +91,10 @@ def test_a_job_whose_worker_dies_twice_fails_worker_lost(
         worker.process.wait()
     reaper = start_worker(settings, tmp_path / "reaper.log", MOCHI_HEARTBEAT_TTL_S="2")
     try:
-        failed = wait_for(
-            lambda: (r := job_queue.store.get(job.job_id)) and r.status.is_terminal and r, 30, "the job to end"
-        )
+        failed = finished(job_queue, job.job_id, timeout_s=30)
     finally:
         reaper.stop()
-    assert (failed.status, failed.error, failed.attempts) == (JobStatus.FAILED, WORKER_LOST, 2)  # type: ignore[union-attr]
+    assert (failed.status, failed.error, failed.attempts) == (JobStatus.FAILED, WORKER_LOST, 2)
 
 
 def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(

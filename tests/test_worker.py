@@ -15,17 +15,7 @@ from mochi_app.queue import JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
-from tests.conftest import SLOW, SMALL, Child, new_account, start_worker, wait_for
-
-
-def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
-    def terminal() -> JobRecord | None:
-        record = queue.store.get(job_id)
-        return record if record is not None and record.status.is_terminal else None
-
-    result = wait_for(terminal, timeout_s, f"job {job_id} to finish")
-    assert isinstance(result, JobRecord)
-    return result
+from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
 
 
 def watch_statuses(queue: JobQueue, job_id: str, timeout_s: float = 120) -> list[JobStatus]:
