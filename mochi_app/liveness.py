@@ -30,6 +30,8 @@ def run_every(interval_s: float, action: Callable[[], object], name: str) -> thr
                 action()
             except RedisError as exc:  # Redis away for a moment: try again on the next beat
                 log.warning("%s: %s", name, exc)
+            except Exception:  # one bad record must not silence the heartbeat or the reaper for good
+                log.exception("%s failed; trying again in %.0f s", name, interval_s)
             if stop.wait(interval_s):
                 return
 

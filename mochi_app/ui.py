@@ -77,6 +77,11 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def account_of(studio: Studio, request: gr.Request) -> str:
+    """Who a Gradio event acts for: the same decision as every other door (accounts.Callers)."""
+    return studio.callers.account_for(request.headers)
+
+
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
     page: gr.Blocks
@@ -177,7 +182,7 @@ class StudioPage:
         ]
 
     def account(self, request: gr.Request) -> str:
-        return self.studio.callers.account_for(request.headers)
+        return account_of(self.studio, request)
 
     def then_refresh(self, event: Any) -> None:
         event.then(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
@@ -342,7 +347,7 @@ def add_api(studio: Studio) -> None:
     """The named events for gradio_client: each answers at once; poll /status until the job ends."""
 
     def account(request: gr.Request) -> str:
-        return studio.callers.account_for(request.headers)
+        return account_of(studio, request)
 
     @_user_errors
     def submit(  # noqa: PLR0917 - the API's parameters, in diffusers' order
