@@ -39,8 +39,10 @@ def server_binary() -> Path:
 class EmbeddedServer:
     """A private Valkey under `directory`: unix socket, append-only file, URL recorded for other processes."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
         self.directory = directory
+        # An accepted job must survive a crash of the server: by default fsync every write.
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -59,8 +61,7 @@ class EmbeddedServer:
             str(server_binary()),
             "--dir", str(self.directory),
             "--appendonly", "yes",
-            # An accepted job must survive a crash of the server: fsync every write.
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--protected-mode", "yes",
             "--logfile", str(self.directory / "valkey.log"),
