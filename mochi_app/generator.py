@@ -36,11 +36,23 @@ class PromptTooLong(ValueError):
     """The pipeline would have to truncate the prompt."""
 
 
+class OutOfMemory(RuntimeError):
+    """The render did not fit in the device's memory; the message says what to try instead."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rendering:
     frames: Frames
     denoise_s: float
     decode_s: float
+
+
+def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
+    where = "GPU memory" if device.startswith("cuda") else "memory"
+    return (
+        f"out of {where} rendering {request.rendered_num_frames} frames at {request.width}x{request.height}: "
+        "try fewer frames or a smaller size, or run the worker with MOCHI_OFFLOAD=model (or sequential)"
+    )
 
 
 def resolve_model(model: str, cuda_available: bool) -> str:
@@ -99,27 +111,51 @@ class MochiRenderer:
             return {}
 
         started_at = time.perf_counter()
-        with torch.inference_mode():
-            output = self.pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                num_frames=request.rendered_num_frames,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                # A CPU generator gives the same noise for a seed on every device.
-                generator=torch.Generator("cpu").manual_seed(request.seed or 0),
-                output_type="np",
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=[],
-                max_sequence_length=self.max_sequence_length,
-            )
+        out_of_memory = False
+        try:
+            with torch.inference_mode():
+                output = self.pipe(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    num_frames=request.rendered_num_frames,
+                    height=request.height,
+                    width=request.width,
+                    num_inference_steps=request.num_inference_steps,
+                    guidance_scale=request.guidance_scale,
+                    # A CPU generator gives the same noise for a seed on every device.
+                    generator=torch.Generator("cpu").manual_seed(request.seed or 0),
+                    output_type="np",
+                    callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=[],
+                    max_sequence_length=self.max_sequence_length,
+                )
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:
+            # Out here, not in the except clause: the traceback (and every tensor its frames hold) is
+            # gone, so the memory can really be given back before the next job.
+            self.release_memory()
+            raise OutOfMemory(out_of_memory_advice(request, self.device))
         finished_at = time.perf_counter()
 
         # 3. Floats in [0, 1] to 8-bit RGB frames.
         frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
         return Rendering(frames=frames, denoise_s=last_step_at - started_at, decode_s=finished_at - last_step_at)
+
+    @property
+    def device(self) -> str:
+        return str(self.pipe._execution_device)
+
+    @staticmethod
+    def release_memory() -> None:
+        """Hand cached GPU blocks back so the next job starts with the whole device."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def warm_up(self) -> float:
         """Render one tiny clip so the first real job pays no first-call costs; returns seconds."""

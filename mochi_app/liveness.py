@@ -20,6 +20,10 @@ def heartbeat_key(worker_id: str) -> str:
     return f"worker:{worker_id}:heartbeat"
 
 
+def server_uptime_s(redis: Redis) -> int:
+    return int(redis.info("server")["uptime_in_seconds"])
+
+
 def run_every(interval_s: float, action: Callable[[], object], name: str) -> threading.Event:
     """Run `action` now and every `interval_s` in a daemon thread until the returned event is set."""
     stop = threading.Event()
@@ -66,6 +70,10 @@ class Heartbeat:
 
 def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
     """Every RUNNING job whose worker's heartbeat has expired: re-queued once, then FAILED "worker lost"."""
+    if server_uptime_s(queue.redis) < queue.settings.heartbeat_ttl_s:
+        # Heartbeats expired while the server was down, though their workers may be fine: give
+        # every worker one TTL to beat again before calling it lost.
+        return []
     recovered = []
     for job_id in queue.store.running_ids():
         record = queue.store.get(job_id)

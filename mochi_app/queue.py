@@ -147,30 +147,44 @@ class JobQueue:
 
         Does nothing unless the job is still RUNNING on `lost_worker`. Returns the record afterwards.
         """
+        return self._requeue(job_id, lost_worker, lost=True)
 
-        recovered = False
+    def give_back(self, job_id: str, worker_id: str) -> JobRecord | None:
+        """A stopping worker hands its job back to the front of the queue; the attempt does not count."""
+        return self._requeue(job_id, worker_id, lost=False)
+
+    def _requeue(self, job_id: str, worker_id: str, lost: bool) -> JobRecord | None:
+        changed = False
 
         def retry_or_fail(record: JobRecord) -> JobRecord | None:
-            nonlocal recovered
-            if record.status is not JobStatus.RUNNING or record.worker_id != lost_worker:
+            nonlocal changed
+            if record.status is not JobStatus.RUNNING or record.worker_id != worker_id:
                 return None
-            recovered = True
+            changed = True
             if record.cancel_requested:
                 return record.model_copy(update={"status": JobStatus.CANCELLED, "finished_at": time.time()})
-            if record.attempts >= MAX_ATTEMPTS:
+            if lost and record.attempts >= MAX_ATTEMPTS:
                 return record.model_copy(
                     update={"status": JobStatus.FAILED, "finished_at": time.time(), "error": WORKER_LOST}
                 )
-            restart = {"status": JobStatus.PENDING, "worker_id": None, "started_at": None, "model": None}
-            return record.model_copy(update={**restart, "progress": record.progress.model_copy(update={"step": 0})})
+            restart = {
+                "status": JobStatus.PENDING,
+                "worker_id": None,
+                "started_at": None,
+                "model": None,
+                "attempts": record.attempts if lost else record.attempts - 1,
+                "progress": record.progress.model_copy(update={"step": 0}),
+            }
+            return record.model_copy(update=restart)
 
         def requeue(pipe: Pipeline, record: JobRecord) -> None:
             if record.status is JobStatus.PENDING:
                 self._push(pipe, record.job_id, at_front=True)  # it has waited its turn once already
 
         record = self.store.update(job_id, retry_or_fail, along_with=requeue)
-        if recovered and record is not None:
-            log.warning("job %s: worker %s lost; now %s", job_id, lost_worker, record.status)
+        if changed and record is not None:
+            why = "lost" if lost else "stopping"
+            log.warning("job %s: worker %s %s; the job is now %s", job_id, worker_id, why, record.status)
         return record
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -25,6 +26,7 @@ def account_jobs_key(account_id: str) -> str:
 
 
 RUNNING_KEY = "jobs:running"  # a set of the ids of RUNNING jobs, kept in step with each record's status
+FINISHED_KEY = "jobs:finished"  # ended jobs' ids by finished_at, for expiring them after the retention period
 
 
 def _score(record: JobRecord) -> int:
@@ -90,6 +92,10 @@ class JobStore:
                 pipe.sadd(RUNNING_KEY, job_id)
             else:
                 pipe.srem(RUNNING_KEY, job_id)
+            if changed.status.is_terminal:
+                pipe.zadd(FINISHED_KEY, {job_id: changed.finished_at or time.time()})
+            else:
+                pipe.zrem(FINISHED_KEY, job_id)
             if along_with is not None:
                 along_with(pipe, changed)
             return changed
@@ -115,9 +121,17 @@ class JobStore:
         """Ids of the jobs that are RUNNING now (what the reaper checks for lost workers)."""
         return sorted(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in self.redis.smembers(RUNNING_KEY))
 
-    def delete(self, record: JobRecord) -> None:
+    def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of up to `limit` jobs that ended before `cutoff` (a Unix time), oldest first."""
+        raws = self.redis.zrangebyscore(FINISHED_KEY, "-inf", f"({cutoff}", start=0, num=limit)
+        return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in raws]
+
+    def delete(self, job_id: str, account_id: str | None) -> None:
+        """Remove a record and every index entry (its account's, when known)."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(job_key(record.job_id))
-            pipe.srem(RUNNING_KEY, record.job_id)
-            pipe.zrem(account_jobs_key(record.account_id), record.job_id)
+            pipe.delete(job_key(job_id))
+            pipe.srem(RUNNING_KEY, job_id)
+            pipe.zrem(FINISHED_KEY, job_id)
+            if account_id is not None:
+                pipe.zrem(account_jobs_key(account_id), job_id)
             pipe.execute()

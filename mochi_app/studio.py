@@ -16,6 +16,7 @@ from mochi_app.accounts import AccountStore, Callers
 from mochi_app.config import Settings
 from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
+from mochi_app.retention import remove_job
 from mochi_app.schemas import HealthPublic, InvalidRequest, JobPagePublic, JobPublic, JobRecord, JobStatus
 from mochi_app.video import video_path
 
@@ -109,8 +110,7 @@ class Studio:
         record = self.record(account_id, job_id)
         if not record.status.is_terminal:
             raise JobConflict(f"job {job_id} is {record.status}; cancel it before deleting it")
-        self.store.delete(record)
-        video_path(self.settings.videos_dir, job_id).unlink(missing_ok=True)
+        remove_job(self.store, self.settings.videos_dir, record)
         log.info("job %s deleted by its account", job_id)
 
     def model(self) -> ModelCard | None:

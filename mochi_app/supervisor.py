@@ -19,7 +19,8 @@ from mochi_app.redis_server import EmbeddedServer
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 2.0
-STOP_GRACE_S = 30.0
+# Past the workers' grace period: time to finish the step, decode and hand the job back, before SIGKILL.
+STOP_MARGIN_S = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,11 +77,11 @@ class Supervisor:
         self.stopping.set()
 
     def stop(self) -> None:
-        """SIGTERM every worker (each finishes or gives up its job), then the server."""
+        """SIGTERM every worker (each finishes its job within the grace period or gives it back), then the server."""
         live = [slot.process for slot in self.slots if slot.process is not None and slot.process.poll() is None]
         for process in live:
             process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.settings.stop_grace_s + STOP_MARGIN_S
         for process in live:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from redis import Redis
 
 from mochi_app.api import build_router, install_error_handlers
+from mochi_app.chores import start_chores
 from mochi_app.config import Settings
-from mochi_app.liveness import reap_lost_jobs, run_every
 from mochi_app.middleware import BodySizeLimit, GuestCookie
 from mochi_app.redis_server import queue_url
 from mochi_app.studio import Studio
@@ -47,7 +47,7 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     studio: Studio = app.state.studio
     studio.callers.ensure_someone_can_sign_in()
-    run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(studio.queue), "reaper")
+    start_chores(studio.queue)
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

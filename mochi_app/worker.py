@@ -9,20 +9,36 @@ import socket
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
-from mochi_app.liveness import Heartbeat, reap_lost_jobs, run_every
+from mochi_app.liveness import Heartbeat
 from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
-from mochi_app.store import JobStore
-from mochi_app.tasks import JobRunner, install_runner
+from mochi_app.tasks import GracefulStop, JobRunner, install_runner
 
 log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GracefulWorker(SimpleWorker):
+    """RQ's in-process worker, whose warm stop (SIGTERM, Ctrl-C) also starts the job's grace period."""
+
+    def __init__(self, *args: object, stop: GracefulStop, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.graceful_stop = stop
+
+    def handle_warm_shutdown_request(self) -> None:
+        self.graceful_stop.request()
+        log.warning(
+            "worker %s: stopping; the current job may run %.0f s more, then goes back on the queue",
+            self.name,
+            self.graceful_stop.grace_s,
+        )
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
@@ -33,25 +49,22 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         log.info("warm-up render took %.1f s", renderer.warm_up())
     publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())
     name = worker_id()
-    install_runner(
-        JobRunner(
-            store=JobStore(redis),
-            renderer=renderer,
-            settings=settings,
-            worker_id=name,
-        )
-    )
+    jobs = JobQueue(redis, settings)
+    stop = GracefulStop(grace_s=settings.stop_grace_s)
+    install_runner(JobRunner(queue=jobs, renderer=renderer, settings=settings, worker_id=name, stop=stop))
     heartbeat = Heartbeat(redis, name, settings.heartbeat_ttl_s)
     heartbeat.start()
-    # Every worker also looks for jobs whose worker died: a fleet needs no separate reaper process.
-    jobs = JobQueue(redis, settings)
-    stop_reaping = run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(jobs), "reaper")
+    # Every worker also runs the chores (reaping lost jobs first): a fleet needs no separate process.
+    stop_chores = start_chores(jobs)
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
-    worker = SimpleWorker([rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name)
+    worker = GracefulWorker(
+        [rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name, stop=stop
+    )
     log.info("worker %s ready on queue %r with model %s", name, settings.queue_name, renderer.model_name)
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:
-        stop_reaping.set()
+        for chore in stop_chores:
+            chore.set()
         heartbeat.stop()

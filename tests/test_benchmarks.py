@@ -34,3 +34,9 @@ def test_web_startup_benchmark_prints_its_figures() -> None:
 def test_submit_latency_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("submit_latency")
     assert all(figures[f"depth_{depth}"]["p50_ms"] > 0 for depth in (0, 100, 1000))
+
+
+def test_durability_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("durability")
+    assert set(figures["variants"]) == {"always", "everysec_waitaof", "everysec"}
+    assert all(variant["p50_ms"] > 0 for variant in figures["variants"].values())

@@ -101,7 +101,7 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
     settings: Settings, job_queue: JobQueue
 ) -> None:
     renderer = load_renderer(settings)
-    runner = JobRunner(store=job_queue.store, renderer=renderer, settings=settings, worker_id="slow-but-alive")
+    runner = JobRunner(queue=job_queue, renderer=renderer, settings=settings, worker_id="slow-but-alive")
     job = job_queue.submit(new_account(), {"prompt": "given away", **SLOW})
     job_queue.rq.remove(job.job_id)  # this test plays the worker itself
     thread = threading.Thread(target=runner.run, args=(job.job_id,))

@@ -89,6 +89,6 @@ def test_delete_removes_record_and_index_entry(redis: Redis) -> None:
     store = JobStore(redis)
     record = make_record("acct-del", 1.0)
     store.create(record)
-    store.delete(record)
+    store.delete(record.job_id, record.account_id)
     assert store.get(record.job_id) is None
     assert redis.zcard("account:acct-del:jobs") == 0

@@ -124,7 +124,7 @@ def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
 
 def test_a_time_limit_that_lands_inside_a_library_is_still_a_timeout(module_settings: Settings) -> None:
     """RQ raises its timeout from a signal wherever the job is; pydantic's serializer wraps it."""
-    runner = JobRunner(store=None, renderer=None, settings=replace(module_settings, job_timeout_s=1), worker_id="w")  # type: ignore[arg-type]
+    runner = JobRunner(queue=None, renderer=None, settings=replace(module_settings, job_timeout_s=1), worker_id="w")  # type: ignore[arg-type]
     wrapped = ValueError("Error serializing to JSON: JobTimeoutException: Task exceeded maximum timeout value")
     assert runner._timed_out(wrapped, started=time.monotonic() - 1)
     assert not runner._timed_out(wrapped, started=time.monotonic())

@@ -1,0 +1,27 @@
+"""Background chores every worker and web process runs: recover lost jobs, expire old finished ones."""
+
+from __future__ import annotations
+
+import threading
+
+from mochi_app.liveness import reap_lost_jobs, run_every
+from mochi_app.queue import JobQueue
+from mochi_app.retention import expire_finished_jobs
+
+RETENTION_CHECK_S = 600.0
+
+
+def start_chores(queue: JobQueue) -> list[threading.Event]:
+    """Start the chores in daemon threads; set the returned events to stop them.
+
+    Every process runs them, so a fleet needs no separate janitor; each chore is safe to run twice.
+    """
+    settings = queue.settings
+    stops = [run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(queue), "reaper")]
+    if settings.retention_days:
+
+        def expire() -> int:
+            return expire_finished_jobs(queue.store, settings.videos_dir, settings.retention_days)
+
+        stops.append(run_every(RETENTION_CHECK_S, expire, "retention"))
+    return stops

@@ -1,0 +1,41 @@
+"""Removing jobs for good: one at its owner's request, or every job that ended before the retention period."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from mochi_app.schemas import JobRecord
+from mochi_app.store import JobStore
+from mochi_app.video import video_path
+
+log = logging.getLogger(__name__)
+
+DAY_S = 24 * 3600
+EXPIRY_BATCH = 200
+
+
+def remove_job(store: JobStore, videos_dir: Path, record: JobRecord) -> None:
+    """Its video, then its record and index entries (a crash in between leaves no orphan file)."""
+    video_path(videos_dir, record.job_id).unlink(missing_ok=True)
+    store.delete(record.job_id, record.account_id)
+
+
+def expire_finished_jobs(store: JobStore, videos_dir: Path, retention_days: int, now: float | None = None) -> int:
+    """Remove every job that ended more than `retention_days` ago (0 keeps them all); returns how many."""
+    if retention_days == 0:
+        return 0
+    cutoff = (time.time() if now is None else now) - retention_days * DAY_S
+    removed = 0
+    while job_ids := store.finished_before(cutoff, EXPIRY_BATCH):
+        for job_id in job_ids:
+            record = store.get(job_id)
+            if record is None:
+                store.delete(job_id, account_id=None)
+            else:
+                remove_job(store, videos_dir, record)
+            removed += 1
+    if removed:
+        log.info("retention: removed %d job(s) that ended over %d day(s) ago", removed, retention_days)
+    return removed
