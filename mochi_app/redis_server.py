@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from mochi_app.config import Settings
 
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 URL_FILENAME = "server.url"
 SOCKET_FILENAME = "valkey.sock"
+REDIS_RETRIES = 3
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux; longer data dirs fall back to a loopback port
 
 
@@ -45,6 +48,7 @@ class EmbeddedServer:
         self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self._port: int | None = None  # kept across restarts, so clients find the server again
 
     @property
     def url_file(self) -> Path:
@@ -98,8 +102,9 @@ class EmbeddedServer:
         if len(str(sock)) <= MAX_SOCKET_PATH:
             sock.unlink(missing_ok=True)
             return ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"], f"unix://{sock}"
-        port = free_loopback_port()
-        return ["--port", str(port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{port}/0"
+        if self._port is None:
+            self._port = free_loopback_port()
+        return ["--port", str(self._port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{self._port}/0"
 
 
 def queue_url(settings: Settings) -> str:
@@ -112,10 +117,17 @@ def queue_url(settings: Settings) -> str:
     return url
 
 
+def redis_client(url: str, timeout_s: float | None = None) -> Redis:
+    """A client that gives up on a vanished server within about a second (redis-py's default
+    retries for several): callers then answer 503, or render on and record the result later."""
+    retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=REDIS_RETRIES)
+    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
+
+
 def connect(settings: Settings) -> Redis:
     """A client for the server `queue_url` names, once it has answered."""
     url = queue_url(settings)
-    client = Redis.from_url(url)
+    client = redis_client(url)
     try:
         client.ping()
     except RedisError as exc:

@@ -7,24 +7,24 @@ import logging
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
-from redis import Redis
 
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.middleware import BodySizeLimit, GuestCookie
-from mochi_app.redis_server import queue_url
+from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
 from mochi_app.ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 5.0
+SHUTDOWN_GRACE_S = 5
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The whole web surface; it starts without Redis and answers 503 until Redis answers."""
-    redis = Redis.from_url(queue_url(settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    redis = redis_client(queue_url(settings), timeout_s=REDIS_TIMEOUT_S)
     studio = Studio(redis, settings)
     app = FastAPI(
         title="Mochi studio",
@@ -50,4 +50,7 @@ def serve(settings: Settings) -> None:
     start_chores(studio.queue)
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # An open page keeps a stream open; without a limit, stopping would wait for every tab to close.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+    )

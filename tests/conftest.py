@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,7 @@ def job_queue(redis: Redis, settings: Settings, count_tokens: TokenCounter) -> J
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process `settings`, then `extra` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOCHI_")}
     env.update(
         MOCHI_DATA_DIR=str(settings.data_dir),
@@ -96,9 +97,11 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         MOCHI_MAX_PENDING_JOBS=str(settings.max_pending_jobs),
         MOCHI_SUBMITS_PER_MINUTE=str(settings.submits_per_minute),
         MOCHI_GUESTS=settings.guests,
+        MOCHI_HEARTBEAT_TTL_S=str(settings.heartbeat_ttl_s),
+        MOCHI_STOP_GRACE_S=str(settings.stop_grace_s),
         PYTHONUNBUFFERED="1",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -146,12 +149,20 @@ def start_child(command: list[str], env: dict[str, str], log_path: Path, ready: 
     return child
 
 
-def start_worker(settings: Settings, log_path: Path, **extra_env: str) -> Child:
-    """`python -m mochi_app worker` in a subprocess, returned once it is ready for jobs."""
-    command = [sys.executable, "-m", "mochi_app", "worker"]
-    return start_child(
-        command, worker_env(settings, **extra_env), log_path, lambda child: "ready on queue" in child.log
-    )
+def start_worker(
+    settings: Settings,
+    log_path: Path,
+    module: str = "mochi_app",
+    prefix: Sequence[str] = (),
+    **extra_env: str,
+) -> Child:
+    """`python -m mochi_app worker` (or another `module`'s) in a subprocess, returned once it is ready for jobs.
+
+    `prefix` runs the worker through another command that then execs it (`prlimit`, say).
+    """
+    command = [*prefix, sys.executable, "-m", module, "worker"]
+    env = worker_env(settings, **extra_env)
+    return start_child(command, env, log_path, lambda child: "ready on queue" in child.log)
 
 
 def start_web(settings: Settings, log_path: Path) -> tuple[Child, str]:

@@ -1,0 +1,46 @@
+"""`python -m tests.faulty_worker worker`: a real worker whose pipeline fails on cue, for the fault tests.
+
+A prompt holding one of the cues below makes the real pipeline raise from inside its denoising
+loop, at the second step, as a real out-of-memory or a bug in a library would.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+OUT_OF_MEMORY_CUE = "[inject out-of-memory]"
+PIPELINE_ERROR_CUE = "[inject pipeline error]"
+FAILING_STEP = 1  # the second step, counted from 0 as diffusers does
+
+
+def inject_faults() -> None:
+    import torch
+    from diffusers import MochiPipeline
+
+    faults: dict[str, Callable[[], Exception]] = {
+        OUT_OF_MEMORY_CUE: lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        PIPELINE_ERROR_CUE: lambda: RuntimeError("injected pipeline failure"),
+    }
+    render = MochiPipeline.__call__
+
+    def render_with_faults(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        fault = next((make for cue, make in faults.items() if cue in (kwargs.get("prompt") or "")), None)
+        on_step_end = kwargs["callback_on_step_end"]
+
+        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if fault is not None and index == FAILING_STEP:
+                raise fault()
+            return on_step_end(pipe, index, timestep, tensors)  # type: ignore[no-any-return]
+
+        return render(pipe, *args, **{**kwargs, "callback_on_step_end": step_end})
+
+    MochiPipeline.__call__ = render_with_faults  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    inject_faults()
+    from mochi_app.cli import main
+
+    sys.exit(main(sys.argv[1:]))

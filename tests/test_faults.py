@@ -1,0 +1,188 @@
+"""Fault tests with real processes: the queue server killed and restarted, out-of-memory, pipeline errors, full disks.
+
+Whatever breaks, an accepted job ends with a video or a clear reason, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio.v3 as iio
+import pytest
+from gradio_client import Client
+from redis import Redis
+
+from mochi_app.config import Settings
+from mochi_app.queue import JobQueue
+from mochi_app.redis_server import EmbeddedServer
+from mochi_app.schemas import JobStatus
+from mochi_app.studio import QUEUE_UNREACHABLE
+from mochi_app.tiny_model import ensure_tiny_model
+from mochi_app.tokens import TokenCounter
+from tests.conftest import SLOW, SMALL, finished, new_account, start_web, start_worker, wait_for
+from tests.faulty_worker import OUT_OF_MEMORY_CUE, PIPELINE_ERROR_CUE
+
+TINIEST = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A queue server of this test's own, to kill and start again."""
+    server = EmbeddedServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_settings(settings: Settings, own_server: EmbeddedServer) -> Settings:
+    """The session's data (and tiny model) with this test's own server and a short heartbeat."""
+    return replace(settings, redis_url=own_server.url, heartbeat_ttl_s=2)
+
+
+@pytest.fixture
+def own_queue(own_settings: Settings, count_tokens: TokenCounter) -> JobQueue:
+    return JobQueue(Redis.from_url(own_settings.redis_url or ""), own_settings, count_tokens)
+
+
+def kill_and_restart(server: EmbeddedServer, away_s: float = 0.0) -> None:
+    """SIGKILL the server (no chance to flush anything), wait `away_s`, start it on the same data and address."""
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    time.sleep(away_s)
+    server.start()
+
+
+def status(url: str, job_id: str) -> dict[str, Any] | None:
+    """The job as REST shows it, or None while the web process cannot reach the queue."""
+    response = httpx.get(f"{url}/status/{job_id}", timeout=10)
+    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+
+def test_jobs_accepted_just_before_the_server_is_killed_survive_in_order_and_complete(
+    own_settings: Settings, own_server: EmbeddedServer, own_queue: JobQueue, tmp_path: Path
+) -> None:
+    web, url = start_web(own_settings, tmp_path / "web.log")
+    try:
+        accepted = []
+        for number in range(3):
+            response = httpx.post(f"{url}/generate", json={"prompt": f"clip {number}", **SMALL})
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["job_id"])
+        kill_and_restart(own_server)
+
+        after = [wait_for(lambda job_id=job_id: status(url, job_id), 30, "the web to reconnect") for job_id in accepted]
+        assert [(job["status"], job["queue_position"]) for job in after] == [  # type: ignore[index]
+            ("PENDING", 0),
+            ("PENDING", 1),
+            ("PENDING", 2),
+        ]
+        worker = start_worker(own_settings, tmp_path / "worker.log")
+        try:
+            done = [finished(own_queue, job_id) for job_id in accepted]
+        finally:
+            worker.stop()
+    finally:
+        web.stop()
+    assert [record.status for record in done] == [JobStatus.COMPLETED] * 3
+
+
+def test_a_server_outage_mid_job_means_503s_then_recovery_with_the_video_kept(
+    own_settings: Settings, own_server: EmbeddedServer, own_queue: JobQueue, tmp_path: Path
+) -> None:
+    worker = start_worker(own_settings, tmp_path / "worker.log")
+    web, url = start_web(own_settings, tmp_path / "web.log")
+    client = Client(url, verbose=False)
+    try:
+        request = {"prompt": "through the outage", **SLOW, "num_inference_steps": 40}
+        job = httpx.post(f"{url}/generate", json=request).json()
+        wait_for(lambda: (s := status(url, job["job_id"])) and s["progress"]["step"] > 0, 60, "the job to start")
+        assert own_server.process is not None
+        own_server.process.kill()
+        own_server.process.wait()
+
+        # While the server is away: clear 503s on REST, a clear message on the Gradio API (and page).
+        away = httpx.get(f"{url}/status/{job['job_id']}", timeout=10)
+        assert (away.status_code, away.json()["detail"]) == (503, QUEUE_UNREACHABLE)
+        assert "retry-after" in away.headers
+        assert httpx.post(f"{url}/generate", json={"prompt": "refused"}, timeout=10).status_code == 503
+        with pytest.raises(Exception, match="unreachable"):
+            client.predict(job["job_id"], api_name="/status")
+        # The worker renders on, then holds the finished video until it can record it.
+        wait_for(lambda: "Redis unreachable (" in worker.log, 120, "the worker to finish rendering and wait")
+        time.sleep(2 * own_settings.heartbeat_ttl_s)  # every heartbeat has expired by now
+        own_server.start()
+
+        done = wait_for(
+            lambda: (s := status(url, job["job_id"])) and s["status"] == "COMPLETED" and s, 60, "the recorded result"
+        )
+        assert done["timings"]["total_s"] > 0  # type: ignore[index]
+        record = own_queue.store.get(job["job_id"])
+        assert record is not None and record.attempts == 1  # recorded, not rendered again
+        video = httpx.get(f"{url}/download/{job['job_id']}")
+        assert video.status_code == 200
+        assert iio.imread(video.content, extension=".mp4").shape == (61, 256, 256, 3)
+
+        after = httpx.post(f"{url}/generate", json={"prompt": "after the outage", **SMALL})
+        assert after.status_code == 202
+        assert finished(own_queue, after.json()["job_id"]).status is JobStatus.COMPLETED
+    finally:
+        web.stop()
+        worker.stop()
+
+
+def test_out_of_memory_and_a_pipeline_error_fail_their_jobs_and_the_worker_goes_on(
+    settings: Settings, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    worker = start_worker(settings, tmp_path / "worker.log", module="tests.faulty_worker")
+    try:
+        owner = new_account()
+        jobs = [
+            job_queue.submit(owner, {"prompt": f"a storm {OUT_OF_MEMORY_CUE}", **SMALL}),
+            job_queue.submit(owner, {"prompt": f"a calm sea {PIPELINE_ERROR_CUE}", **SMALL}),
+            job_queue.submit(owner, {"prompt": "a calm sea", **SMALL}),
+        ]
+        oom, error, fine = (finished(job_queue, job.job_id) for job in jobs)
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+    assert (oom.status, oom.progress.step) == (JobStatus.FAILED, 1)
+    assert oom.error == (
+        "out of memory rendering 31 frames at 160x96: try fewer frames or a smaller size, "
+        "or run the worker with MOCHI_OFFLOAD=model (or sequential)"
+    )
+    assert (error.status, error.error) == (
+        JobStatus.FAILED,
+        "the pipeline failed: RuntimeError: injected pipeline failure",
+    )
+    assert fine.status is JobStatus.COMPLETED
+    assert oom.worker_id == error.worker_id == fine.worker_id
+    assert not any((settings.videos_dir / f"{job.job_id}.mp4").exists() for job in (oom, error))
+
+
+def test_a_file_size_limit_fails_the_job_without_a_partial_file_and_the_worker_goes_on(
+    settings: Settings, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    ensure_tiny_model(settings.models_dir)  # built beforehand: the limited worker could not write it
+    limit_bytes = 24 * 1024  # a 31-frame 160x96 clip is bigger (about 60 kB); a 7-frame 64x64 one is not
+    worker = start_worker(settings, tmp_path / "worker.log", prefix=["prlimit", f"--fsize={limit_bytes}"])
+    try:
+        owner = new_account()
+        too_big = finished(job_queue, job_queue.submit(owner, {"prompt": "too big", **SMALL}).job_id)
+        small = finished(job_queue, job_queue.submit(owner, {"prompt": "small", **TINIEST}).job_id)
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+    assert (too_big.status, too_big.error) == (
+        JobStatus.FAILED,
+        f"the video could not be written to {settings.videos_dir}: file size limit exceeded",
+    )
+    assert [path.name for path in settings.videos_dir.iterdir() if too_big.job_id in path.name] == []
+    assert small.status is JobStatus.COMPLETED
+    assert iio.imread(settings.videos_dir / f"{small.job_id}.mp4").shape == (7, 64, 64, 3)
