@@ -187,6 +187,29 @@ class JobQueue:
             log.warning("job %s: worker %s %s; the job is now %s", job_id, worker_id, why, record.status)
         return record
 
+    def restore(self, job_id: str) -> bool:
+        """Put a waiting job back on the queue if RQ has lost its copy; returns whether it did.
+
+        RQ deletes its copy of a job once a worker has run it, even when the job went back on the
+        queue meanwhile (given back by a stopping worker, or re-queued by the reaper): each worker
+        calls this after every job, so such a job waits with a copy again.
+        """
+        restored = False
+
+        def if_copy_lost(record: JobRecord) -> JobRecord | None:
+            nonlocal restored
+            restored = record.status is JobStatus.PENDING and not self.redis.exists(self.rq.job_class.key_for(job_id))
+            return record if restored else None
+
+        def requeue(pipe: Pipeline, record: JobRecord) -> None:
+            pipe.lrem(self.rq.key, 0, job_id)
+            self._push(pipe, job_id, at_front=True)
+
+        self.store.update(job_id, if_copy_lost, along_with=requeue)
+        if restored:
+            log.info("job %s: back on the queue after its last run", job_id)
+        return restored
+
     @staticmethod
     def _owners(pipe: Pipeline, job_ids: list[str]) -> list[str]:
         raws = pipe.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []

@@ -6,7 +6,9 @@ import logging
 import os
 import socket
 
-from rq import SimpleWorker
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from mochi_app.chores import start_chores
@@ -26,11 +28,20 @@ def worker_id() -> str:
 
 
 class GracefulWorker(SimpleWorker):
-    """RQ's in-process worker, whose warm stop (SIGTERM, Ctrl-C) also starts the job's grace period."""
+    """RQ's in-process worker, whose warm stop (SIGTERM, Ctrl-C) also starts the job's grace period,
+    and which keeps a job that went back on the queue while it ran waiting there."""
 
-    def __init__(self, *args: object, stop: GracefulStop, **kwargs: object) -> None:
+    def __init__(self, *args: object, jobs: JobQueue, stop: GracefulStop, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.jobs = jobs
         self.graceful_stop = stop
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+        try:
+            self.jobs.restore(job.id)
+        except RedisError as exc:  # nothing else would put the job back: say so loudly
+            log.error("job %s: could not check it is still queued (%s)", job.id, exc)
 
     def handle_warm_shutdown_request(self) -> None:
         self.graceful_stop.request()
@@ -59,7 +70,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
     worker = GracefulWorker(
-        [rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name, stop=stop
+        [rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name, jobs=jobs, stop=stop
     )
     log.info("worker %s ready on queue %r with model %s", name, settings.queue_name, renderer.model_name)
     try:
