@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,13 +37,18 @@ def write_mp4(frames: Frames, path: Path, fps: int) -> None:
         os.replace(partial, path)
         _fsync(path.parent)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         if isinstance(exc, VideoNotWritten):
             raise
         raise VideoNotWritten(f"the video could not be written to {path.parent}: {exc.strerror or exc}") from exc
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise
+
+
+def _discard(partial: Path) -> None:
+    with contextlib.suppress(OSError):  # there may be no folder to remove it from
+        partial.unlink(missing_ok=True)
 
 
 def _encode(frames: Frames, path: Path, fps: int) -> None:

@@ -16,6 +16,7 @@ def test_defaults_without_any_variable() -> None:
     assert (settings.model, settings.offload, settings.job_timeout_s) == ("auto", "auto", 3600)
     assert settings.limits == Limits()
     assert settings.videos_dir == settings.data_dir / "videos"
+    assert (settings.heartbeat_ttl_s, settings.stop_grace_s, settings.retention_days) == (15, 30, 0)
 
 
 def test_variables_override_defaults(tmp_path: Path) -> None:
@@ -28,6 +29,8 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
             "MOCHI_JOB_TIMEOUT_S": "90",
             "MOCHI_MAX_NUM_INFERENCE_STEPS": "12",
             "MOCHI_WARMUP": "false",
+            "MOCHI_STOP_GRACE_S": "0",
+            "MOCHI_RETENTION_DAYS": "30",
         }
     )
     assert settings.redis_url == "redis://queue:6379/0"
@@ -35,6 +38,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert (settings.model, settings.offload, settings.job_timeout_s) == ("tiny", "sequential", 90)
     assert settings.limits.max_num_inference_steps == 12
     assert settings.warmup is False
+    assert (settings.stop_grace_s, settings.retention_days) == (0, 30)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
         ("MOCHI_OFFLOAD", "disk", "MOCHI_OFFLOAD must be one of auto, none, model, sequential, got 'disk'"),
         ("MOCHI_WARMUP", "maybe", "MOCHI_WARMUP must be one of 1, 0, true, false, yes, no, got 'maybe'"),
         ("MOCHI_MAX_HEIGHT_PX", "-5", "MOCHI_MAX_HEIGHT_PX must be at least 1, got -5"),
+        ("MOCHI_RETENTION_DAYS", "-1", "MOCHI_RETENTION_DAYS must be at least 0, got -1"),
     ],
 )
 def test_bad_values_name_the_variable_and_quote_the_value(name: str, value: str, message: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from mochi_app.video import video_path, write_mp4
+from mochi_app.video import VideoNotWritten, video_path, write_mp4
 
 
 def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
@@ -32,3 +35,28 @@ def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frames must be uint8"):
         write_mp4(np.zeros((3, 16, 16, 3), dtype=np.float32), tmp_path / "x.mp4", fps=30)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+@contextmanager
+def file_size_limit(limit_bytes: int) -> Iterator[None]:
+    """RLIMIT_FSIZE for this process and the ffmpeg it starts, as `ulimit -f` would set it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_file_size_limit_is_an_error_that_says_so_and_leaves_no_file(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (31, 96, 160, 3), dtype=np.uint8)
+    with file_size_limit(16 * 1024), pytest.raises(VideoNotWritten) as caught:
+        write_mp4(noise, tmp_path / "clip.mp4", fps=30)
+    assert str(caught.value) == f"the video could not be written to {tmp_path}: file size limit exceeded"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_folder_is_an_error_that_says_so(tmp_path: Path) -> None:
+    (tmp_path / "videos").write_text("a file where the folder should be")
+    with pytest.raises(VideoNotWritten, match=r"the video could not be written to .*/videos: File exists"):
+        write_mp4(gradient_frames(7, 64, 64), tmp_path / "videos" / "clip.mp4", fps=30)

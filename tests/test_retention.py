@@ -1,0 +1,53 @@
+"""Removing jobs for good: finished jobs past the retention period go (record, gallery entry, video); others stay."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from mochi_app.retention import DAY_S, expire_finished_jobs
+from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.store import FINISHED_KEY, JobStore, account_jobs_key
+from mochi_app.video import video_path
+from tests.conftest import new_account
+from tests.test_store import make_record
+
+
+def job_in(store: JobStore, account: str, status: JobStatus, finished_days_ago: float | None = None) -> JobRecord:
+    record = make_record(account, time.time() - 10 * DAY_S)
+    store.create(record)
+    finished_at = None if finished_days_ago is None else time.time() - finished_days_ago * DAY_S
+    changed = store.update(record.job_id, lambda r: r.model_copy(update={"status": status, "finished_at": finished_at}))
+    assert changed is not None
+    return changed
+
+
+def test_jobs_that_ended_before_the_retention_period_are_removed_with_their_videos(
+    redis: Redis, tmp_path: Path
+) -> None:
+    store, account = JobStore(redis), new_account()
+    old = job_in(store, account, JobStatus.COMPLETED, finished_days_ago=3)
+    old_failure = job_in(store, account, JobStatus.FAILED, finished_days_ago=2.5)
+    recent = job_in(store, account, JobStatus.COMPLETED, finished_days_ago=1)
+    running = job_in(store, account, JobStatus.RUNNING)
+    waiting = job_in(store, account, JobStatus.PENDING)
+    for record in (old, recent):
+        video_path(tmp_path, record.job_id).write_bytes(b"mp4")
+
+    assert expire_finished_jobs(store, tmp_path, retention_days=2) == 2
+
+    assert store.get(old.job_id) is None and store.get(old_failure.job_id) is None
+    assert not video_path(tmp_path, old.job_id).exists()
+    assert video_path(tmp_path, recent.job_id).exists()
+    kept = {raw.decode() for raw in redis.zrange(account_jobs_key(account), 0, -1)}
+    assert kept == {recent.job_id, running.job_id, waiting.job_id}
+    assert redis.zscore(FINISHED_KEY, old.job_id) is None and redis.zscore(FINISHED_KEY, recent.job_id) is not None
+
+
+def test_retention_is_off_by_default(redis: Redis, tmp_path: Path) -> None:
+    store = JobStore(redis)
+    ancient = job_in(store, new_account(), JobStatus.COMPLETED, finished_days_ago=3650)
+    assert expire_finished_jobs(store, tmp_path, retention_days=0) == 0
+    assert store.get(ancient.job_id) is not None
