@@ -6,7 +6,9 @@ Whatever breaks, an accepted job ends with a video or a clear reason, and the wo
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from gradio_client import Client
 from redis import Redis
 
+from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
@@ -186,3 +189,36 @@ def test_a_file_size_limit_fails_the_job_without_a_partial_file_and_the_worker_g
     assert [path.name for path in settings.videos_dir.iterdir() if too_big.job_id in path.name] == []
     assert small.status is JobStatus.COMPLETED
     assert iio.imread(settings.videos_dir / f"{small.job_id}.mp4").shape == (7, 64, 64, 3)
+
+
+def test_a_burst_of_100_submits_from_10_clients_gets_only_202_or_429_and_loses_no_job(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    limited = replace(settings, max_pending_jobs=5, submits_per_minute=30)
+    keys = [AccountStore(redis).create(f"burst-{uuid.uuid4().hex[:8]}")[1] for _ in range(10)]
+    web, url = start_web(limited, tmp_path / "web.log")
+    worker = start_worker(limited, tmp_path / "worker.log")
+
+    def ten_submits(key: str) -> list[httpx.Response]:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            return [client.post("/generate", json={"prompt": f"burst {n}", **TINIEST}) for n in range(10)]
+
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            answers = [response for responses in pool.map(ten_submits, keys) for response in responses]
+        assert len(answers) == 100
+        assert {response.status_code for response in answers} <= {202, 429}
+        refused = [response for response in answers if response.status_code == 429]
+        assert all("retry-after" in response.headers and response.json()["detail"] for response in refused)
+        accepted = [response.json()["job_id"] for response in answers if response.status_code == 202]
+        assert len(accepted) >= 50  # 5 waiting per account at once, more as the worker takes them
+
+        queue = JobQueue(redis, limited)
+        ended = [finished(queue, job_id, timeout_s=300) for job_id in accepted]
+        assert [record.status for record in ended] == [JobStatus.COMPLETED] * len(accepted)
+        for record in ended:
+            assert iio.imread(limited.data_dir / (record.video_path or "")).shape == (7, 64, 64, 3)
+        print(f"burst: {len(accepted)} accepted and completed, {len(refused)} refused with 429, none lost")
+    finally:
+        worker.stop()
+        web.stop()
