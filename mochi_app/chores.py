@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from mochi_app.liveness import reap_lost_jobs, run_every
+from mochi_app.liveness import Reaper, run_every
 from mochi_app.queue import JobQueue
 from mochi_app.retention import expire_finished_jobs
 
@@ -17,7 +17,7 @@ def start_chores(queue: JobQueue) -> list[threading.Event]:
     Every process runs them, so a fleet needs no separate janitor; each chore is safe to run twice.
     """
     settings = queue.settings
-    stops = [run_every(settings.heartbeat_ttl_s / 2, lambda: reap_lost_jobs(queue), "reaper")]
+    stops = [run_every(settings.heartbeat_ttl_s / 2, Reaper(queue), "reaper")]
     if settings.retention_days:
 
         def expire() -> int:

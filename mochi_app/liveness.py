@@ -85,3 +85,20 @@ def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
         if after is not None and after.status is not JobStatus.RUNNING:
             recovered.append(after)
     return recovered
+
+
+class Reaper:
+    """One reaper round after another: jobs whose worker is gone, then jobs a worker took off the
+    queue but died before marking RUNNING (still waiting in RQ's hands a whole round later)."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self.suspects: set[str] = set()
+
+    def __call__(self) -> list[JobRecord]:
+        recovered = reap_lost_jobs(self.queue)
+        suspects = self.queue.taken_but_waiting()
+        for job_id in sorted(suspects & self.suspects):
+            self.queue.requeue_waiting(job_id)
+        self.suspects = suspects
+        return recovered

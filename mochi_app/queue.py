@@ -7,14 +7,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import cancel_job
 from rq.serializers import JSONSerializer
 
@@ -194,21 +195,45 @@ class JobQueue:
         queue meanwhile (given back by a stopping worker, or re-queued by the reaper): each worker
         calls this after every job, so such a job waits with a copy again.
         """
-        restored = False
+        return self.requeue_waiting(job_id, only_if=lambda: not self.redis.exists(self.rq.job_class.key_for(job_id)))
 
-        def if_copy_lost(record: JobRecord) -> JobRecord | None:
-            nonlocal restored
-            restored = record.status is JobStatus.PENDING and not self.redis.exists(self.rq.job_class.key_for(job_id))
-            return record if restored else None
+    def taken_but_waiting(self) -> set[str]:
+        """Jobs RQ has taken off the queue (handed to a worker) whose record still says PENDING.
 
-        def requeue(pipe: Pipeline, record: JobRecord) -> None:
+        A live worker marks such a job RUNNING within milliseconds; one seen here twice, a reaper
+        round apart, was taken by a worker that died in between.
+        """
+        taken = {*IntermediateQueue(self.rq.key, self.redis).get_job_ids(), *self.rq.started_job_registry.get_job_ids()}
+        records = [self.store.get(job_id) for job_id in sorted(taken)]
+        return {record.job_id for record in records if record is not None and record.status is JobStatus.PENDING}
+
+    def requeue_waiting(self, job_id: str, only_if: Callable[[], bool] = lambda: True) -> bool:
+        """Put a PENDING job at the front of the queue afresh, dropping whatever RQ still holds of it."""
+        started_key = self.rq.started_job_registry.key
+        executions: list[bytes] = []
+
+        def if_still_waiting(record: JobRecord) -> JobRecord | None:
+            if record.status is not JobStatus.PENDING or not only_if():
+                return None
+            entries = cast(list[bytes], self.redis.zrange(started_key, 0, -1))  # "{job_id}:{execution_id}"
+            executions[:] = [entry for entry in entries if entry.startswith(f"{job_id}:".encode())]
+            return record
+
+        requeued = False
+
+        def afresh(pipe: Pipeline, record: JobRecord) -> None:
+            nonlocal requeued
+            requeued = True
             pipe.lrem(self.rq.key, 0, job_id)
+            pipe.lrem(IntermediateQueue.get_intermediate_queue_key(self.rq.key), 0, job_id)
+            if executions:
+                pipe.zrem(started_key, *executions)
             self._push(pipe, job_id, at_front=True)
 
-        self.store.update(job_id, if_copy_lost, along_with=requeue)
-        if restored:
-            log.info("job %s: back on the queue after its last run", job_id)
-        return restored
+        self.store.update(job_id, if_still_waiting, along_with=afresh)
+        if requeued:
+            log.warning("job %s: put back at the front of the queue", job_id)
+        return requeued
 
     @staticmethod
     def _owners(pipe: Pipeline, job_ids: list[str]) -> list[str]:

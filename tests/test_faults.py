@@ -21,6 +21,7 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
+from mochi_app.liveness import reap_lost_jobs
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
 from mochi_app.schemas import JobStatus
@@ -138,6 +139,17 @@ def test_a_server_outage_mid_job_means_503s_then_recovery_with_the_video_kept(
     finally:
         web.stop()
         worker.stop()
+
+
+def test_right_after_a_server_restart_the_reaper_gives_workers_one_heartbeat_ttl(
+    own_server: EmbeddedServer, own_queue: JobQueue
+) -> None:
+    job = own_queue.submit(new_account(), {"prompt": "its worker's heartbeat expired with the server", **SMALL})
+    own_queue.store.update(job.job_id, lambda r: r.model_copy(update={"status": JobStatus.RUNNING, "worker_id": "w"}))
+    kill_and_restart(own_server)
+    assert reap_lost_jobs(own_queue) == []  # the worker may be alive and about to beat again
+    time.sleep(own_queue.settings.heartbeat_ttl_s)
+    assert [record.job_id for record in reap_lost_jobs(own_queue)] == [job.job_id]
 
 
 def test_out_of_memory_and_a_pipeline_error_fail_their_jobs_and_the_worker_goes_on(

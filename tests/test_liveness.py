@@ -6,16 +6,21 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from redis import Redis
+from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
+from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
-from mochi_app.liveness import Heartbeat, heartbeat_key, reap_lost_jobs
+from mochi_app.liveness import Heartbeat, Reaper, heartbeat_key, reap_lost_jobs, server_uptime_s
 from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
+from mochi_app.tokens import TokenCounter
 from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
 
 
@@ -38,7 +43,11 @@ def test_a_heartbeat_expires_unless_renewed(redis: Redis) -> None:
     assert not redis.exists(heartbeat_key("beating-worker"))
 
 
-def test_a_lost_job_goes_back_to_the_front_once_then_fails(job_queue: JobQueue, redis: Redis) -> None:
+def test_a_lost_job_goes_back_to_the_front_once_then_fails(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    job_queue = JobQueue(redis, replace(settings, heartbeat_ttl_s=2), count_tokens)
+    wait_for(lambda: server_uptime_s(redis) >= 2, 5, "the server to be up for a heartbeat TTL")
     waiting = job_queue.submit(new_account(), {"prompt": "waiting", **SMALL})
     lost = job_queue.submit(new_account(), {"prompt": "lost", **SMALL})
     running_on(job_queue, lost.job_id, "ghost-1", attempts=1)
@@ -114,3 +123,25 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
     assert record is not None and (record.status, record.worker_id, record.error) == (JobStatus.PENDING, None, None)
     assert job_queue.rq.job_ids == [job.job_id]
     assert not (settings.videos_dir / f"{job.job_id}.mp4").exists()
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_goes_back_a_round_later(
+    settings: Settings, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    job = job_queue.submit(new_account(), {"prompt": "dropped in the handover", **SMALL})
+    taken = Queue.dequeue_any([job_queue.rq], None, connection=job_queue.redis, serializer=JSONSerializer)
+    assert taken is not None and taken[0].id == job.job_id  # as a worker does, which then dies
+    assert job_queue.rq.job_ids == []
+
+    reaper = Reaper(job_queue)
+    reaper()
+    assert job_queue.rq.job_ids == []  # a live worker would have marked it RUNNING by the next round
+    reaper()
+    assert job_queue.rq.job_ids == [job.job_id]
+    assert IntermediateQueue(job_queue.rq.key, job_queue.redis).get_job_ids() == []
+
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        assert finished(job_queue, job.job_id).status is JobStatus.COMPLETED
+    finally:
+        worker.stop()
