@@ -46,7 +46,7 @@ class GracefulWorker(SimpleWorker):
     def handle_warm_shutdown_request(self) -> None:
         self.graceful_stop.request()
         log.warning(
-            "worker %s: stopping; the current job may run %.0f s more, then goes back on the queue",
+            "worker %s: stopping; a job in progress gets %.0f s to finish, then goes back on the queue",
             self.name,
             self.graceful_stop.grace_s,
         )
