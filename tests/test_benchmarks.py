@@ -10,8 +10,8 @@ from typing import Any
 from tests.conftest import REPO
 
 
-def run_benchmark(module: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", f"benchmarks.{module}", "--runs", "1"]
+def run_benchmark(module: str, *args: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", f"benchmarks.{module}", "--runs", "1", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     figures: dict[str, Any] = json.loads(result.stdout)
@@ -40,3 +40,9 @@ def test_durability_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("durability")
     assert set(figures["variants"]) == {"always", "everysec_waitaof", "everysec"}
     assert all(variant["p50_ms"] > 0 for variant in figures["variants"].values())
+
+
+def test_gallery_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("gallery", "--jobs", "200")
+    assert figures["studio_100_jobs"]["p50_ms"] > 0 and figures["studio_200_jobs"]["p50_ms"] > 0
+    assert figures["rest_200_jobs"]["p50_ms"] > 0 and figures["page_size"] == 20
