@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,15 @@ def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
         f"out of {where} rendering {request.rendered_num_frames} frames at {request.width}x{request.height}: "
         "try fewer frames or a smaller size, or run the worker with MOCHI_OFFLOAD=model (or sequential)"
     )
+
+
+def cpu_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads for one CPU worker when app.py runs `workers` of them on this host.
+
+    Each torch process takes every core by default; two then fight over them and render slower
+    together than one alone (measured in docs/PERFORMANCE.md), so the cores are shared out.
+    """
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
 
 def resolve_model(model: str, cuda_available: bool) -> str:
@@ -191,6 +201,9 @@ def load_renderer(settings: Settings) -> MochiRenderer:
             if model != TINY
             else "no CUDA GPU, loading the TINY random-weight model: its videos are noise",
         )
+    if not cuda:
+        torch.set_num_threads(cpu_threads(settings.workers))
+        log.info("CPU rendering with %d torch thread(s)", torch.get_num_threads())
     if model == TINY:
         pipe = _load_tiny(settings.models_dir, "cuda" if cuda else "cpu")
     else:

@@ -46,3 +46,9 @@ def test_gallery_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("gallery", "--jobs", "200")
     assert figures["studio_100_jobs"]["p50_ms"] > 0 and figures["studio_200_jobs"]["p50_ms"] > 0
     assert figures["rest_200_jobs"]["p50_ms"] > 0 and figures["page_size"] == 20
+
+
+def test_scale_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("scale", "--jobs", "2")
+    assert figures["one_worker_jobs_per_min"] > 0 and figures["two_workers_jobs_per_min"] > 0
+    assert figures["ratio"] > 0

@@ -14,6 +14,7 @@ from mochi_app.generator import (
     MochiRenderer,
     PromptTooLong,
     choose_offload,
+    cpu_threads,
     load_renderer,
     resolve_model,
 )
@@ -118,3 +119,8 @@ def test_the_real_model_renders_on_cuda(tmp_path: Path) -> None:
     assert renderer.pipe.vae.use_tiling
     rendering = renderer.render(request(num_frames=7, height=480, width=848, num_inference_steps=2), lambda s, t: None)
     assert rendering.frames.shape == (7, 480, 848, 3)
+
+
+def test_cpu_workers_started_together_share_the_cores() -> None:
+    assert [cpu_threads(workers, cores=8) for workers in (0, 1, 2, 3, 16)] == [8, 8, 4, 2, 1]
+    assert cpu_threads(2, cores=2) == 1
