@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,16 +39,18 @@ class StoppingWorker(Exception):
 
 @dataclass
 class GracefulStop:
-    """The worker was asked to stop: the current job may run on for `grace_s`, then it is given back."""
+    """The worker was asked to stop: the current job may run on for `grace_s`, then it is given back.
+
+    `request` runs in a signal handler on the main thread, the thread that reads `overdue`: no lock
+    is needed, and one could deadlock if a second signal arrived while the first held it.
+    """
 
     grace_s: float
     requested_at: float | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def request(self) -> None:
-        with self._lock:
-            if self.requested_at is None:
-                self.requested_at = time.monotonic()
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
 
     @property
     def overdue(self) -> bool:
