@@ -20,17 +20,23 @@ PARAMS = {"prompt": "a cat walks on the beach", "num_frames": 31, "height": 96, 
 
 
 @contextmanager
-def embedded_queue(directory: Path, appendfsync: str = "always") -> Iterator[JobQueue]:
-    """A JobQueue on a fresh EmbeddedServer under `directory`; the server stops on exit."""
+def embedded_settings(directory: Path, appendfsync: str = "always") -> Iterator[Settings]:
+    """Tiny-model settings on a fresh EmbeddedServer under `directory`; the server stops on exit."""
     server = EmbeddedServer(directory / "redis", appendfsync=appendfsync)
-    base = Settings(data_dir=directory, redis_url=server.start(), model="tiny")
-    # A backlog comes from a few accounts and every probe is a submit: no per-account limit may refuse one.
-    settings = replace(base, max_pending_jobs=10_000, submits_per_minute=1_000_000)
     try:
-        with Redis.from_url(server.url) as redis:
-            yield JobQueue(redis, settings, TokenCounter.tiny())
+        yield Settings(data_dir=directory, redis_url=server.start(), model="tiny")
     finally:
         server.stop()
+
+
+@contextmanager
+def embedded_queue(directory: Path, appendfsync: str = "always") -> Iterator[JobQueue]:
+    """A JobQueue on a fresh EmbeddedServer under `directory`; the server stops on exit."""
+    with embedded_settings(directory, appendfsync) as base:
+        # A backlog comes from a few accounts and every probe is a submit: no per-account limit may refuse one.
+        settings = replace(base, max_pending_jobs=10_000, submits_per_minute=1_000_000)
+        with Redis.from_url(base.redis_url or "") as redis:
+            yield JobQueue(redis, settings, TokenCounter.tiny())
 
 
 def probe_ms(queue: JobQueue, account_id: str, then: Callable[[JobQueue], None] | None = None) -> float:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from redis import Redis
 
+from benchmarks._common import embedded_settings
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
 from mochi_app.queue import JobQueue
-from mochi_app.redis_server import EmbeddedServer
 from mochi_app.schemas import GenerationRequest, JobRecord
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import write_mp4
@@ -61,15 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        data_dir = Path(folder)
-        server = EmbeddedServer(data_dir / "redis")
-        settings = Settings(data_dir=data_dir, redis_url=server.start(), model="tiny")
-        try:
-            direct = direct_runs(settings, args.runs)
-            records = queued_runs(settings, args.runs, data_dir / "worker.log")
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as folder, embedded_settings(Path(folder)) as settings:
+        direct = direct_runs(settings, args.runs)
+        records = queued_runs(settings, args.runs, Path(folder) / "worker.log")
     totals = [r.timings.total_s or 0.0 for r in records]
     pickups = [r.timings.queue_wait_s or 0.0 for r in records]
     direct_s, queued_s = statistics.median(direct), statistics.median(totals)

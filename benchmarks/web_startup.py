@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks._common import embedded_settings
 from mochi_app.config import Settings
-from mochi_app.redis_server import EmbeddedServer
 from tests.conftest import start_web
 
 HEAVY_LIBRARIES = ("libtorch", "/torch/", "/diffusers/", "/transformers/")
@@ -47,13 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp:
-        server = EmbeddedServer(Path(tmp) / "redis")
-        settings = Settings(data_dir=Path(tmp), redis_url=server.start(), model="tiny")
-        try:
-            starts = [one_start(settings, Path(tmp) / f"web-{run}.log") for run in range(args.runs)]
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp, embedded_settings(Path(tmp)) as settings:
+        starts = [one_start(settings, Path(tmp) / f"web-{run}.log") for run in range(args.runs)]
     print(
         json.dumps(
             {
