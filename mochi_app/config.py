@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -10,10 +11,12 @@ from typing import Literal, TypeVar, cast, get_args
 
 Offload = Literal["auto", "none", "model", "sequential"]
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(Offload)
-Guests = Literal["auto", "on", "off"]
-GUEST_CHOICES: tuple[str, ...] = get_args(Guests)
+Switch = Literal["auto", "on", "off"]
+SWITCH_CHOICES: tuple[str, ...] = get_args(Switch)
+Guests = Switch
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 MAX_PORT = 65535
 
 
@@ -55,6 +58,9 @@ class Settings:
     heartbeat_ttl_s: int = 15  # a RUNNING job whose worker has not beaten for this long is recovered
     stop_grace_s: int = 30  # a stopping worker's job may run this long before it goes back on the queue
     retention_days: int = 0  # finished jobs and their videos are deleted this long after they end; 0 keeps them
+    compile_blocks: Switch = "auto"  # torch.compile the transformer blocks; auto: on CUDA only
+    batched_attention: bool = True  # one attention call per block for the whole batch (lossless)
+    step_cache: float = 0.0  # FirstBlockCache threshold; skips work and changes the output, so 0 (off)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -77,17 +83,11 @@ class Settings:
         limits = Limits(
             **{f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1) for f in fields(Limits)}
         )
-        offload = read.text("MOCHI_OFFLOAD", "auto")
-        if offload not in OFFLOAD_CHOICES:
-            raise SettingsError(f"MOCHI_OFFLOAD must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
-        guests = read.text("MOCHI_GUESTS", "auto")
-        if guests not in GUEST_CHOICES:
-            raise SettingsError(f"MOCHI_GUESTS must be one of {', '.join(GUEST_CHOICES)}, got {guests!r}")
         return cls(
             redis_url=env.get("MOCHI_REDIS_URL") or None,
             data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
             model=read.text("MOCHI_MODEL", "auto"),
-            offload=cast(Offload, offload),
+            offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             queue_name=read.text("MOCHI_QUEUE_NAME", "mochi"),
             workers=read.integer("MOCHI_WORKERS", 1, minimum=0),
             job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
@@ -95,13 +95,16 @@ class Settings:
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
             host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),
             port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
-            guests=cast(Guests, guests),
+            guests=cast(Guests, read.choice("MOCHI_GUESTS", "auto", SWITCH_CHOICES)),
             max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),
             submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
             max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
             heartbeat_ttl_s=read.integer("MOCHI_HEARTBEAT_TTL_S", 15, minimum=2),
             stop_grace_s=read.integer("MOCHI_STOP_GRACE_S", 30, minimum=0),
             retention_days=read.integer("MOCHI_RETENTION_DAYS", 0, minimum=0),
+            compile_blocks=cast(Switch, read.choice("MOCHI_COMPILE", "auto", SWITCH_CHOICES)),
+            batched_attention=read.boolean("MOCHI_BATCHED_ATTENTION", True),
+            step_cache=read.number("MOCHI_STEP_CACHE", 0.0, minimum=0.0),
             limits=limits,
         )
 
@@ -122,8 +125,21 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self._parse(name, default, str, "text")
 
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
     def integer(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self._parse(name, default, int, "an integer")
+        return self._within(name, value, minimum, maximum)
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        return self._within(name, self._parse(name, default, _parse_finite, "a number"), minimum)
+
+    @staticmethod
+    def _within(name: str, value: N, minimum: N, maximum: N | None = None) -> N:
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -132,6 +148,13 @@ class _Reader:
 
     def boolean(self, name: str, default: bool) -> bool:
         return self._parse(name, default, _parse_bool, "one of 1, 0, true, false, yes, no")
+
+
+def _parse_finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
 
 
 def _parse_bool(raw: str) -> bool:

@@ -6,13 +6,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mochi_app.config import Offload, Settings
+from mochi_app.fast_path import FastPath, apply_fast_path, uncompile_blocks
 from mochi_app.schemas import GenerationRequest, token_limit_message
 from mochi_app.video import Frames
 
@@ -65,6 +66,16 @@ def cpu_threads(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
 
+def fast_path_for(settings: Settings, cuda_available: bool) -> FastPath:
+    """The speed-ups `settings` ask for; compiling pays off on a GPU, and only costs start-up time on a CPU."""
+    compile_blocks = settings.compile_blocks == "on" or (settings.compile_blocks == "auto" and cuda_available)
+    return FastPath(
+        batched_attention=settings.batched_attention,
+        compile_blocks=compile_blocks,
+        step_cache_threshold=settings.step_cache,
+    )
+
+
 def resolve_model(model: str, cuda_available: bool) -> str:
     """`auto` means the real model on a CUDA machine and the tiny one elsewhere."""
     if model == "auto":
@@ -86,11 +97,12 @@ def choose_offload(offload: Offload, free_bytes: int) -> Offload:
 class MochiRenderer:
     """A loaded `MochiPipeline`, kept for the life of the process."""
 
-    def __init__(self, pipe: Any, model_name: str, load_s: float) -> None:
+    def __init__(self, pipe: Any, model_name: str, load_s: float, fast_path: FastPath | None = None) -> None:
         pipe.set_progress_bar_config(disable=True)  # progress goes to the job record instead
         self.pipe = pipe
         self.model_name = model_name
         self.load_s = load_s
+        self.fast_path = fast_path or FastPath()
 
     @property
     def is_tiny(self) -> bool:
@@ -168,10 +180,21 @@ class MochiRenderer:
             torch.cuda.empty_cache()
 
     def warm_up(self) -> float:
-        """Render one tiny clip so the first real job pays no first-call costs; returns seconds."""
+        """Render one tiny clip so the first real job pays no first-call costs (compiling included); returns seconds."""
         started_at = time.perf_counter()
         request = GenerationRequest(prompt="warm up", num_frames=7, height=64, width=64, num_inference_steps=2, seed=0)
-        self.render(request, on_step=lambda step, total: None)
+        try:
+            self.render(request, on_step=lambda step, total: None)
+        except OutOfMemory:
+            raise
+        except Exception as exc:
+            if not self.fast_path.compile_blocks:
+                raise
+            # A compiler that fails here would fail every job: serve them uncompiled instead.
+            log.error("compiling the transformer blocks failed (%s: %s); rendering without it", type(exc).__name__, exc)
+            uncompile_blocks(self.pipe)
+            self.fast_path = replace(self.fast_path, compile_blocks=False)
+            self.render(request, on_step=lambda step, total: None)
         return time.perf_counter() - started_at
 
     @property
@@ -208,9 +231,11 @@ def load_renderer(settings: Settings) -> MochiRenderer:
         pipe = _load_tiny(settings.models_dir, "cuda" if cuda else "cpu")
     else:
         pipe = _load_real(model, settings.offload)
+    fast_path = fast_path_for(settings, cuda)
+    apply_fast_path(pipe, fast_path)
     load_s = time.perf_counter() - started_at
     log.info("model %s loaded in %.1f s", model, load_s)
-    return MochiRenderer(pipe, model, load_s)
+    return MochiRenderer(pipe, model, load_s, fast_path)
 
 
 def _quiet_library_chatter() -> None:

@@ -17,6 +17,7 @@ def test_defaults_without_any_variable() -> None:
     assert settings.limits == Limits()
     assert settings.videos_dir == settings.data_dir / "videos"
     assert (settings.heartbeat_ttl_s, settings.stop_grace_s, settings.retention_days) == (15, 30, 0)
+    assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("auto", True, 0.0)
 
 
 def test_variables_override_defaults(tmp_path: Path) -> None:
@@ -31,6 +32,9 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
             "MOCHI_WARMUP": "false",
             "MOCHI_STOP_GRACE_S": "0",
             "MOCHI_RETENTION_DAYS": "30",
+            "MOCHI_COMPILE": "off",
+            "MOCHI_BATCHED_ATTENTION": "0",
+            "MOCHI_STEP_CACHE": "0.08",
         }
     )
     assert settings.redis_url == "redis://queue:6379/0"
@@ -39,6 +43,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert settings.limits.max_num_inference_steps == 12
     assert settings.warmup is False
     assert (settings.stop_grace_s, settings.retention_days) == (0, 30)
+    assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("off", False, 0.08)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +55,9 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
         ("MOCHI_WARMUP", "maybe", "MOCHI_WARMUP must be one of 1, 0, true, false, yes, no, got 'maybe'"),
         ("MOCHI_MAX_HEIGHT_PX", "-5", "MOCHI_MAX_HEIGHT_PX must be at least 1, got -5"),
         ("MOCHI_RETENTION_DAYS", "-1", "MOCHI_RETENTION_DAYS must be at least 0, got -1"),
+        ("MOCHI_COMPILE", "yes", "MOCHI_COMPILE must be one of auto, on, off, got 'yes'"),
+        ("MOCHI_STEP_CACHE", "nan", "MOCHI_STEP_CACHE must be a number, got 'nan'"),
+        ("MOCHI_STEP_CACHE", "-0.1", "MOCHI_STEP_CACHE must be at least 0.0, got -0.1"),
     ],
 )
 def test_bad_values_name_the_variable_and_quote_the_value(name: str, value: str, message: str) -> None:
