@@ -46,7 +46,7 @@ class Settings:
     model: str = "auto"
     offload: Offload = "auto"
     queue_name: str = "mochi"
-    workers: int = 1
+    workers: int | None = 1  # worker processes app.py starts; None (MOCHI_WORKERS=auto): one per visible GPU
     job_timeout_s: int = 3600
     warmup: bool = True
     host: str = "127.0.0.1"
@@ -89,7 +89,7 @@ class Settings:
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             queue_name=read.text("MOCHI_QUEUE_NAME", "mochi"),
-            workers=read.integer("MOCHI_WORKERS", 1, minimum=0),
+            workers=read.count_or_auto("MOCHI_WORKERS", 1),
             job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
             warmup=read.boolean("MOCHI_WARMUP", True),
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
@@ -135,6 +135,12 @@ class _Reader:
         value = self._parse(name, default, int, "an integer")
         return self._within(name, value, minimum, maximum)
 
+    def count_or_auto(self, name: str, default: int) -> int | None:
+        """A count of at least 0, or None for `auto`."""
+        if self.text(name, "").lower() == "auto":
+            return None
+        return self._parse(name, default, _parse_count, "an integer of at least 0, or auto")
+
     def number(self, name: str, default: float, minimum: float) -> float:
         return self._within(name, self._parse(name, default, _parse_finite, "a number"), minimum)
 
@@ -148,6 +154,13 @@ class _Reader:
 
     def boolean(self, name: str, default: bool) -> bool:
         return self._parse(name, default, _parse_bool, "one of 1, 0, true, false, yes, no")
+
+
+def _parse_count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
 
 
 def _parse_finite(raw: str) -> float:

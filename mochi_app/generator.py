@@ -57,13 +57,13 @@ def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
     )
 
 
-def cpu_threads(workers: int, cores: int | None = None) -> int:
+def cpu_threads(workers: int | None, cores: int | None = None) -> int:
     """Torch threads for one CPU worker when app.py runs `workers` of them on this host.
 
     Each torch process takes every core by default; two then fight over them and render slower
     together than one alone (measured in docs/PERFORMANCE.md), so the cores are shared out.
     """
-    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers or 1))
 
 
 def fast_path_for(settings: Settings, cuda_available: bool) -> FastPath:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from mochi_app.config import Settings
+from mochi_app.gpus import visible_gpus, worker_gpus
 from mochi_app.redis_server import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,19 @@ class WorkerSlot:
 
     index: int
     data_dir: Path
+    workers: int  # how many slots app.py runs: a CPU worker takes its share of the cores
+    gpu: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         # Pin what the child must agree on with us, whatever folder app.py was started from.
-        env = dict(os.environ, MOCHI_DATA_DIR=str(self.data_dir))
+        env = dict(os.environ, MOCHI_DATA_DIR=str(self.data_dir), MOCHI_WORKERS=str(self.workers))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
         self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"], env=env)
-        log.info("worker %d started (pid %d)", self.index, self.process.pid)
+        on = f"GPU {self.gpu}" if self.gpu is not None else "no GPU pinned"
+        log.info("worker %d started (pid %d, %s)", self.index, self.process.pid, on)
 
 
 @dataclass
@@ -54,7 +60,8 @@ class Supervisor:
         if self.settings.redis_url is None:
             self.server = EmbeddedServer(self.settings.redis_dir)
             self.server.start()
-        self.slots = [WorkerSlot(index, self.settings.data_dir) for index in range(self.settings.workers)]
+        gpus = worker_gpus(self.settings.workers, visible_gpus(os.environ))
+        self.slots = [WorkerSlot(index, self.settings.data_dir, len(gpus), gpu) for index, gpu in enumerate(gpus)]
         for slot in self.slots:
             slot.start()
 
@@ -104,7 +111,7 @@ def run_all(settings: Settings) -> None:
     try:
         supervisor.start()
         threading.Thread(target=supervisor.watch, name="supervisor", daemon=True).start()
-        log.info("queue server and %d worker(s) running; Ctrl-C stops everything", settings.workers)
+        log.info("queue server and %d worker(s) running; Ctrl-C stops everything", len(supervisor.slots))
         if not supervisor.stopping.is_set():
             serve(settings)
     finally:

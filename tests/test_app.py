@@ -16,7 +16,11 @@ import imageio.v3 as iio
 import pytest
 from gradio_client import Client
 
+from mochi_app.config import Settings
+from mochi_app.redis_server import connect
+from mochi_app.store import JobStore
 from tests.conftest import REPO, SMALL, RunningApp, newcomer_env, start_app, wait_for
+from tests.test_gpus import fake_nvidia_smi
 
 
 def download(app: RunningApp, job: dict[str, Any], to: Path) -> tuple[int, ...]:
@@ -51,7 +55,7 @@ def test_rest_submits_polls_and_downloads(studio_app: RunningApp, tmp_path: Path
 
 def test_a_killed_worker_comes_back_and_the_next_job_completes(studio_app: RunningApp) -> None:
     app = studio_app.child
-    first_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", app.log)[-1])
+    first_pid = int(re.findall(r"worker 0 started \(pid (\d+)", app.log)[-1])
     os.kill(first_pid, signal.SIGKILL)
     wait_for(lambda: "worker 0 exited with code -9; restarting" in app.log, 30, "the restart notice")
     wait_for(lambda: len(re.findall(r"worker 0 started", app.log)) >= 2, 30, "the restarted worker")
@@ -72,7 +76,7 @@ def test_the_console_says_where_to_look_and_that_tiny_videos_are_noise(studio_ap
 
 def test_sigterm_stops_every_child_cleanly(tmp_path: Path) -> None:
     app = start_app(tmp_path, MOCHI_WARMUP="0")
-    worker_pid = int(re.findall(r"worker 0 started \(pid (\d+)\)", app.child.log)[0])
+    worker_pid = int(re.findall(r"worker 0 started \(pid (\d+)", app.child.log)[0])
     app.child.process.send_signal(signal.SIGTERM)
     assert app.child.process.wait(60) == 0, app.child.log
     assert not (app.data_dir / "redis" / "server.url").exists()
@@ -99,3 +103,27 @@ def test_accounts_commands_reach_the_running_app(studio_app: RunningApp) -> None
     assert accounts("revoke", name).returncode == 0
     assert httpx.get(f"{studio_app.url}/status/{uuid.uuid4()}", headers=bearer).status_code == 401
     assert f"{name}\trevoked" in accounts("list").stdout
+
+
+def test_two_workers_pinned_one_per_gpu_render_jobs_side_by_side(tmp_path: Path) -> None:
+    # The host's driver reports two GPUs; this CPU-only torch ignores the pinning and renders tiny.
+    path = fake_nvidia_smi(tmp_path, "echo 0; echo 1")
+    app = start_app(tmp_path, MOCHI_WORKERS="2", MOCHI_WARMUP="0", **path)
+    try:
+        wait_for(lambda: app.child.log.count("ready on queue") >= 2, 120, "both workers")
+        pids = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+), GPU \d\)", app.child.log)]
+        environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in pids]
+        assert [b"CUDA_VISIBLE_DEVICES=0" in environs[0], b"CUDA_VISIBLE_DEVICES=1" in environs[1]] == [True, True]
+        jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"boat {n}", **SMALL}).json() for n in range(4)]
+        store = JobStore(connect(Settings(data_dir=app.data_dir)))
+
+        def all_completed() -> list[Any] | None:
+            records = [store.get(job["job_id"]) for job in jobs]
+            return records if all(r is not None and r.status == "COMPLETED" for r in records) else None
+
+        records = wait_for(all_completed, 180, "the four jobs")
+        assert len({record.worker_id for record in records}) == 2  # type: ignore[union-attr]
+        first, second = sorted(records, key=lambda record: record.started_at)[:2]  # type: ignore[arg-type, union-attr]
+        assert second.started_at < first.finished_at  # both rendered at once
+    finally:
+        app.child.stop()

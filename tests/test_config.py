@@ -35,6 +35,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
             "MOCHI_COMPILE": "off",
             "MOCHI_BATCHED_ATTENTION": "0",
             "MOCHI_STEP_CACHE": "0.08",
+            "MOCHI_WORKERS": "auto",
         }
     )
     assert settings.redis_url == "redis://queue:6379/0"
@@ -44,6 +45,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert settings.warmup is False
     assert (settings.stop_grace_s, settings.retention_days) == (0, 30)
     assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("off", False, 0.08)
+    assert settings.workers is None  # auto: one per visible GPU
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,8 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
         ("MOCHI_WARMUP", "maybe", "MOCHI_WARMUP must be one of 1, 0, true, false, yes, no, got 'maybe'"),
         ("MOCHI_MAX_HEIGHT_PX", "-5", "MOCHI_MAX_HEIGHT_PX must be at least 1, got -5"),
         ("MOCHI_RETENTION_DAYS", "-1", "MOCHI_RETENTION_DAYS must be at least 0, got -1"),
+        ("MOCHI_WORKERS", "many", "MOCHI_WORKERS must be an integer of at least 0, or auto, got 'many'"),
+        ("MOCHI_WORKERS", "-1", "MOCHI_WORKERS must be an integer of at least 0, or auto, got '-1'"),
         ("MOCHI_COMPILE", "yes", "MOCHI_COMPILE must be one of auto, on, off, got 'yes'"),
         ("MOCHI_STEP_CACHE", "nan", "MOCHI_STEP_CACHE must be a number, got 'nan'"),
         ("MOCHI_STEP_CACHE", "-0.1", "MOCHI_STEP_CACHE must be at least 0.0, got -0.1"),
