@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
+import json
 import re
 import secrets
 import time
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
+from itsdangerous import BadSignature, TimestampSigner
 from pydantic import BaseModel
 from redis import Redis
 
@@ -25,7 +30,13 @@ LOCAL_ACCOUNT = "local"
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 GUEST_PREFIX = "guest-"
 GUEST_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+HUGGING_FACE_PREFIX = "hf-"
 RESERVED_NAMES = frozenset({LOCAL_ACCOUNT})
+RESERVED_PREFIXES = (GUEST_PREFIX, HUGGING_FACE_PREFIX)  # ids made from other credentials: no key may claim one
+# Gradio's "Sign in with Hugging Face" keeps the user in Starlette's session cookie, signed with a
+# hash of the Space's OAuth secret, for Starlette's default two weeks.
+HF_SESSION_COOKIE = "session"
+HF_SESSION_MAX_AGE_S = 14 * 24 * 3600
 
 
 class AccountError(ValueError):
@@ -84,9 +95,10 @@ class AccountStore:
 
     def create(self, name: str) -> tuple[Account, str]:
         """A new account and its API key; the key is not kept and cannot be shown again."""
-        if not ACCOUNT_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        if not ACCOUNT_NAME.fullmatch(name) or name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
             raise AccountError(
-                f"account names are 1-40 lowercase letters, digits, '-' or '_' (not {LOCAL_ACCOUNT!r}), got {name!r}"
+                f"account names are 1-40 lowercase letters, digits, '-' or '_' (not {LOCAL_ACCOUNT!r}, and not "
+                f"starting with {' or '.join(map(repr, RESERVED_PREFIXES))}), got {name!r}"
             )
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         account = Account(name=name, key_sha256=key_digest(key), created_at=time.time())
@@ -126,6 +138,35 @@ class AccountStore:
         return account if hmac.compare_digest(account.key_sha256, digest) else None
 
 
+class HuggingFaceSessions:
+    """Who signed in with Hugging Face, read from the session cookie Gradio's OAuth routes set.
+
+    Gradio's own middleware decodes that cookie only inside the mounted page; reading it here lets
+    REST routes and video downloads see the same account.
+    """
+
+    def __init__(self, oauth_client_secret: str) -> None:
+        # The key Gradio derives (gradio/oauth.py: attach_oauth); "-v4" is its cookie format version.
+        secret = hashlib.sha256(f"{oauth_client_secret}-v4".encode()).hexdigest()
+        self.signer = TimestampSigner(secret)
+
+    def account(self, cookie: str) -> str | None:
+        """`hf-{username}` for a valid, unexpired sign-in; None for anything else."""
+        try:
+            session = json.loads(base64.b64decode(self.signer.unsign(cookie, max_age=HF_SESSION_MAX_AGE_S)))
+        except (BadSignature, binascii.Error, ValueError):
+            return None
+        info: Any = session.get("oauth_info") if isinstance(session, dict) else None
+        userinfo: Any = info.get("userinfo") if isinstance(info, dict) else None
+        if not isinstance(userinfo, dict):
+            return None
+        expires_at = info.get("expires_at")
+        if isinstance(expires_at, int | float) and expires_at < time.time():
+            return None
+        username = userinfo.get("preferred_username")
+        return HUGGING_FACE_PREFIX + username if isinstance(username, str) and username else None
+
+
 class Callers:
     """Decides which account a request acts for: the one place every door asks."""
 
@@ -134,9 +175,11 @@ class Callers:
         self.host = settings.host
         self.loopback = is_loopback(settings.host)
         self.guests = settings.guests == "on" or (settings.guests == "auto" and not self.loopback)
+        secret = settings.oauth_client_secret if settings.hugging_face_sign_in else None
+        self.hugging_face = HuggingFaceSessions(secret) if secret else None
 
     def account_for(self, headers: Mapping[str, str]) -> str:
-        """In order: a bearer key, a signed-in browser's key, a guest's token, the loopback owner."""
+        """In order: a bearer key, a signed-in browser's key, Hugging Face, a guest's token, the loopback owner."""
         authorization = headers.get("authorization", "")
         if authorization:
             scheme, _, key = authorization.partition(" ")
@@ -147,6 +190,9 @@ class Callers:
         cookies = _cookies(headers.get("cookie", ""))
         if (signed_in := cookies.get(KEY_COOKIE)) and (account := self.accounts.by_key(signed_in)):
             return account.name
+        session = cookies.get(HF_SESSION_COOKIE)
+        if self.hugging_face and session and (hugging_face_account := self.hugging_face.account(session)):
+            return hugging_face_account
         if self.guests and (token := cookies.get(GUEST_COOKIE)) and GUEST_TOKEN.fullmatch(token):
             return guest_account(token)
         if self.loopback:
@@ -155,7 +201,7 @@ class Callers:
 
     def ensure_someone_can_sign_in(self) -> None:
         """Refuse a public address where no guest, no key and no local owner could use the studio."""
-        if self.loopback or self.guests or self.accounts.list():
+        if self.loopback or self.guests or self.hugging_face or self.accounts.list():
             return
         raise NobodyCanSignIn(
             f"refusing to listen on {self.host}: guest accounts are off (MOCHI_GUESTS=off) and no account "

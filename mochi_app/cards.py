@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from mochi_app.accounts import GUEST_PREFIX, LOCAL_ACCOUNT
+from mochi_app.accounts import GUEST_PREFIX, HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
 
@@ -35,6 +35,8 @@ def who_label(account: str | None) -> str:
             "You are a guest: your videos are private to this browser. "
             "Sign in with an API key to reach an account's videos from anywhere."
         )
+    if account.startswith(HUGGING_FACE_PREFIX):
+        return f"Signed in with Hugging Face as **{escape(account.removeprefix(HUGGING_FACE_PREFIX))}**."
     if account == LOCAL_ACCOUNT:
         return "Local studio: this machine's owner. API calls without a key from this machine show here too."
     return f"Signed in as **{escape(account)}**."

@@ -62,6 +62,13 @@ class Settings:
     batched_attention: bool = True  # one attention call per block for the whole batch (lossless)
     step_cache: float = 0.0  # FirstBlockCache threshold; skips work and changes the output, so 0 (off)
     limits: Limits = field(default_factory=Limits)
+    # Set by Hugging Face on a Space with `hf_oauth: true`: together they turn on "Sign in with Hugging Face".
+    space_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def hugging_face_sign_in(self) -> bool:
+        return self.space_id is not None and self.oauth_client_secret is not None
 
     @property
     def videos_dir(self) -> Path:
@@ -106,6 +113,9 @@ class Settings:
             batched_attention=read.boolean("MOCHI_BATCHED_ATTENTION", True),
             step_cache=read.number("MOCHI_STEP_CACHE", 0.0, minimum=0.0),
             limits=limits,
+            # Gradio counts SPACE_ID only with SYSTEM=spaces (off a Space its sign-in needs a local hub login).
+            space_id=(env.get("SPACE_ID") or None) if env.get("SYSTEM") == "spaces" else None,
+            oauth_client_secret=env.get("OAUTH_CLIENT_SECRET") or None,
         )
 
 

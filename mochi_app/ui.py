@@ -131,6 +131,8 @@ class StudioPage:
     def _sign_in(self) -> None:
         """Who the visitor is, and a key box; the cookie is set by POST /session, then the page reloads."""
         self.who = gr.Markdown("")
+        if self.studio.callers.hugging_face:
+            gr.LoginButton("Sign in with Hugging Face")  # Gradio's OAuth routes; Callers reads the cookie they set
         with gr.Accordion("Sign in with an API key", open=False):
             with gr.Row():
                 key = gr.Textbox(label="API key", type="password", placeholder="mochi_...", scale=4)

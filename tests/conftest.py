@@ -165,12 +165,12 @@ def start_worker(
     return start_child(command, env, log_path, lambda child: "ready on queue" in child.log)
 
 
-def start_web(settings: Settings, log_path: Path) -> tuple[Child, str]:
+def start_web(settings: Settings, log_path: Path, **extra_env: str) -> tuple[Child, str]:
     """`python -m mochi_app serve` on a free port; returns the process and its base URL once it answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mochi_app", "serve"]
-    env = worker_env(settings, MOCHI_PORT=str(port))
+    env = worker_env(settings, MOCHI_PORT=str(port), **extra_env)
     return start_child(command, env, log_path, lambda child: answers(f"{url}/healthz")), url
 
 
