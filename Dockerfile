@@ -39,10 +39,12 @@ COPY app.py ./
 COPY mochi_app/ mochi_app/
 
 # HF_HOME under /data: the model weights download once into the volume, not into each new container.
+# "utility" makes the NVIDIA toolkit mount nvidia-smi, which MOCHI_WORKERS=auto counts the GPUs with.
 ENV MOCHI_DATA_DIR=/data \
     MOCHI_HOST=0.0.0.0 \
     MOCHI_WORKERS=auto \
-    HF_HOME=/data/huggingface
+    HF_HOME=/data/huggingface \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 1000:1000
 VOLUME /data
 EXPOSE 7860
