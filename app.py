@@ -1,14 +1,14 @@
 """All-in-one launcher: `python app.py` runs the embedded queue server, the workers and the web page."""
 
-import logging
 import sys
 
 from mochi_app.config import Settings, SettingsError
+from mochi_app.logs import configure_logging
 from mochi_app.supervisor import run_all
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    configure_logging()
     try:
         run_all(Settings.from_env())
     except SettingsError as exc:  # a bad MOCHI_* value, or a public address nobody could sign in to

@@ -1,4 +1,4 @@
-"""REST routes: submit, status, download, list, cancel and health, beside the Gradio page."""
+"""REST routes: submit, status, download, list, cancel, health and metrics, beside the Gradio page."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mochi_app.accounts import KEY_COOKIE, NotSignedIn
+from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import GenerationRequest, HealthPublic, InvalidRequest, JobPagePublic, JobPublic
@@ -47,6 +49,7 @@ class SessionPublic(BaseModel):
 def build_router(studio: Studio) -> APIRouter:
     """The REST routes; the app that includes them must hold the same `studio` in `app.state.studio`."""
     router = APIRouter()
+    registry = create_registry(studio.queue)
 
     @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
     def generate(params: Annotated[dict[str, Any], Body()], account: CurrentAccount, response: Response) -> JobPublic:
@@ -111,6 +114,11 @@ def build_router(studio: Studio) -> APIRouter:
         """Whether the queue answers, how many workers listen, and how many jobs wait."""
         health = studio.health()
         return JSONResponse(health.model_dump(), status_code=200 if health.redis else 503)
+
+    @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics() -> Response:
+        """Prometheus metrics: queue depth, live workers, jobs by status, job time and GPU memory histograms."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

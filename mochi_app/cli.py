@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from mochi_app.config import Settings, SettingsError
+from mochi_app.logs import configure_logging
 from mochi_app.schemas import GenerationRequest, InvalidRequest
 
 log = logging.getLogger("mochi_app")
@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -47,6 +47,7 @@ class Rendering:
     frames: Frames
     denoise_s: float
     decode_s: float
+    peak_gpu_memory_bytes: int | None = None  # the most CUDA memory the render held; None off CUDA
 
 
 def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
@@ -132,6 +133,10 @@ class MochiRenderer:
             on_step(index + 1, total)
             return {}
 
+        device = self.device
+        on_cuda = device.startswith("cuda")
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
         started_at = time.perf_counter()
         out_of_memory = False
         try:
@@ -157,12 +162,18 @@ class MochiRenderer:
             # Out here, not in the except clause: the traceback (and every tensor its frames hold) is
             # gone, so the memory can really be given back before the next job.
             self.release_memory()
-            raise OutOfMemory(out_of_memory_advice(request, self.device))
+            raise OutOfMemory(out_of_memory_advice(request, device))
         finished_at = time.perf_counter()
+        peak_gpu_memory_bytes = int(torch.cuda.max_memory_allocated(device)) if on_cuda else None
 
         # 3. Floats in [0, 1] to 8-bit RGB frames.
         frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
-        return Rendering(frames=frames, denoise_s=last_step_at - started_at, decode_s=finished_at - last_step_at)
+        return Rendering(
+            frames=frames,
+            denoise_s=last_step_at - started_at,
+            decode_s=finished_at - last_step_at,
+            peak_gpu_memory_bytes=peak_gpu_memory_bytes,
+        )
 
     @property
     def device(self) -> str:

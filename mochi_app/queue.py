@@ -102,7 +102,7 @@ class JobQueue:
                 break
         else:
             raise TooBusy("the queue is too busy to take the job right now; try again in a moment", 1)
-        log.info("job %s submitted for account %s", job_id, account_id)
+        log.info("job %s submitted for account %s", job_id, account_id, extra={"job_id": job_id})
         return record
 
     def _enqueue_fairly(self, pipe: Pipeline, record: JobRecord) -> None:
@@ -185,7 +185,14 @@ class JobQueue:
         record = self.store.update(job_id, retry_or_fail, along_with=requeue)
         if changed and record is not None:
             why = "lost" if lost else "stopping"
-            log.warning("job %s: worker %s %s; the job is now %s", job_id, worker_id, why, record.status)
+            log.warning(
+                "job %s: worker %s %s; the job is now %s",
+                job_id,
+                worker_id,
+                why,
+                record.status,
+                extra={"job_id": job_id},
+            )
         return record
 
     def restore(self, job_id: str) -> bool:
@@ -232,7 +239,7 @@ class JobQueue:
 
         self.store.update(job_id, if_still_waiting, along_with=afresh)
         if requeued:
-            log.warning("job %s: put back at the front of the queue", job_id)
+            log.warning("job %s: put back at the front of the queue", job_id, extra={"job_id": job_id})
         return requeued
 
     @staticmethod
@@ -275,7 +282,7 @@ class JobQueue:
         if record is not None and record.status is JobStatus.CANCELLED:
             self._drop_from_queue(job_id)
         if record is not None:
-            log.info("job %s: cancel requested (%s)", job_id, record.status)
+            log.info("job %s: cancel requested (%s)", job_id, record.status, extra={"job_id": job_id})
         return record
 
     def position(self, job_id: str) -> int | None:

@@ -232,6 +232,7 @@ class JobRecord(BaseModel):
     error: str | None = None
     video_path: str | None = None
     output: VideoInfo | None = None
+    peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
 
 
 class JobPublic(BaseModel):
@@ -252,6 +253,9 @@ class JobPublic(BaseModel):
     model: str | None
     error: str | None
     output: VideoInfo | None
+    peak_gpu_memory_bytes: int | None = Field(
+        default=None, description="the most GPU memory the render held, once COMPLETED on a CUDA GPU; None on a CPU"
+    )
     download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
 
 

@@ -10,6 +10,7 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
+from mochi_app.metrics import record_change
 from mochi_app.schemas import InvalidRequest, JobRecord, JobStatus
 
 RecordChange = Callable[[JobRecord], JobRecord | None]
@@ -62,6 +63,7 @@ class JobStore:
         pipe = pipeline if pipeline is not None else self.redis.pipeline()
         pipe.set(job_key(record.job_id), record.model_dump_json())
         pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+        record_change(pipe, None, record)
         if pipeline is None:
             pipe.execute()
 
@@ -74,7 +76,8 @@ class JobStore:
 
         `change` returns the new record, or None to leave the record as it is; `along_with` adds writes
         to the same transaction when there is a change. Returns the record as stored afterwards, or
-        None when there is no such job.
+        None when there is no such job. Every status change passes here, so this is where the metrics'
+        tallies move, in the same transaction: a job is counted exactly when its new status is written.
         """
         key = job_key(job_id)
 
@@ -96,6 +99,7 @@ class JobStore:
                 pipe.zadd(FINISHED_KEY, {job_id: changed.finished_at or time.time()})
             else:
                 pipe.zrem(FINISHED_KEY, job_id)
+            record_change(pipe, current.status, changed)
             if along_with is not None:
                 along_with(pipe, changed)
             return changed
@@ -120,6 +124,9 @@ class JobStore:
     def running_ids(self) -> list[str]:
         """Ids of the jobs that are RUNNING now (what the reaper checks for lost workers)."""
         return sorted(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in self.redis.smembers(RUNNING_KEY))
+
+    def running_count(self) -> int:
+        return int(self.redis.scard(RUNNING_KEY))
 
     def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of up to `limit` jobs that ended before `cutoff` (a Unix time), oldest first."""

@@ -111,7 +111,7 @@ class Studio:
         if not record.status.is_terminal:
             raise JobConflict(f"job {job_id} is {record.status}; cancel it before deleting it")
         remove_job(self.store, self.settings.videos_dir, record)
-        log.info("job %s deleted by its account", job_id)
+        log.info("job %s deleted by its account", job_id, extra={"job_id": job_id})
 
     def model(self) -> ModelCard | None:
         return self.models.current()
@@ -148,6 +148,7 @@ class Studio:
             model=record.model,
             error=record.error,
             output=record.output,
+            peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
             download_url=download_path(record.job_id) if record.status is JobStatus.COMPLETED else None,
         )
 

@@ -14,6 +14,7 @@ from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
 from mochi_app.generator import OutOfMemory, PromptTooLong, Rendering, StepCallback
+from mochi_app.logs import job_logging
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.store import JobStore
@@ -85,6 +86,10 @@ class JobRunner:
         return self.queue.store
 
     def run(self, job_id: str) -> None:
+        with job_logging(job_id):
+            self._run(job_id)
+
+    def _run(self, job_id: str) -> None:
         record = self._through_outage(job_id, lambda: self.store.update(job_id, self._start))
         if record is None or not self._owns(record):
             log.info("job %s: not pending any more, skipped", job_id)
@@ -109,7 +114,9 @@ class JobRunner:
             self._give_back(job_id)
             raise
         else:
-            log.info("job %s: completed in %.1f s", job_id, record.timings.total_s or 0.0)
+            peak = record.peak_gpu_memory_bytes
+            memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
+            log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
 
     def _start(self, record: JobRecord) -> JobRecord | None:
         if record.status is not JobStatus.PENDING:
@@ -160,6 +167,7 @@ class JobRunner:
                     "finished_at": now,
                     "timings": timings,
                     "video_path": str(path.relative_to(self.settings.data_dir)),
+                    "peak_gpu_memory_bytes": rendering.peak_gpu_memory_bytes,
                     "output": VideoInfo(
                         num_frames=frame_count, height=height, width=width, fps=request.fps, seed=request.seed or 0
                     ),

@@ -15,6 +15,7 @@ from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
 from mochi_app.liveness import Heartbeat
+from mochi_app.logs import job_logging
 from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
@@ -37,11 +38,12 @@ class GracefulWorker(SimpleWorker):
         self.graceful_stop = stop
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        super().execute_job(job, queue)
-        try:
-            self.jobs.restore(job.id)
-        except RedisError as exc:  # nothing else would put the job back: say so loudly
-            log.error("job %s: could not check it is still queued (%s)", job.id, exc)
+        with job_logging(job.id):  # RQ's own lines about the job carry its id too
+            super().execute_job(job, queue)
+            try:
+                self.jobs.restore(job.id)
+            except RedisError as exc:  # nothing else would put the job back: say so loudly
+                log.error("job %s: could not check it is still queued (%s)", job.id, exc)
 
     def handle_warm_shutdown_request(self) -> None:
         self.graceful_stop.request()

@@ -69,6 +69,7 @@ def test_renders_snapped_frames_at_the_asked_size_with_progress(renderer: MochiR
     assert rendering.frames.dtype == np.uint8
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert rendering.denoise_s > 0 and rendering.decode_s > 0
+    assert rendering.peak_gpu_memory_bytes is None  # measured on CUDA only
 
 
 def test_same_seed_same_frames_other_seed_other_frames(renderer: MochiRenderer) -> None:
@@ -119,6 +120,7 @@ def test_the_real_model_renders_on_cuda(tmp_path: Path) -> None:
     assert renderer.pipe.vae.use_tiling
     rendering = renderer.render(request(num_frames=7, height=480, width=848, num_inference_steps=2), lambda s, t: None)
     assert rendering.frames.shape == (7, 480, 848, 3)
+    assert rendering.peak_gpu_memory_bytes is not None and rendering.peak_gpu_memory_bytes > GIB
 
 
 def test_cpu_workers_started_together_share_the_cores() -> None:
