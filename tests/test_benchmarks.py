@@ -57,3 +57,11 @@ def test_scale_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("scale", "--jobs", "2")
     assert figures["one_worker_jobs_per_min"] > 0 and figures["two_workers_jobs_per_min"] > 0
     assert figures["ratio"] > 0
+
+
+def test_polling_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("polling", "--clients", "5", "--duration-s", "2")
+    for phase in ("rest", "gradio", "gradio_session"):
+        (run,) = figures[phase]["per_run"]
+        assert run["requests"] > 0 and run["p99_ms"] > 0
+        assert run["errors"] == 0, run["errors_by_kind"]
