@@ -65,3 +65,12 @@ def test_polling_benchmark_prints_its_figures() -> None:
         (run,) = figures[phase]["per_run"]
         assert run["requests"] > 0 and run["p99_ms"] > 0
         assert run["errors"] == 0, run["errors_by_kind"]
+
+
+def test_gpu_mochi_benchmark_runs_every_variant_on_the_tiny_model_and_the_fast_path_stays_lossless() -> None:
+    figures = run_benchmark("gpu_mochi", "--tiny", "--step-cache")
+    variants = figures["7_frames"]
+    assert set(variants) == {"a_reference", "b_resident", "c_compiled", "d_batched", "e_step_cache"}
+    assert all(variant["total_s"] > 0 and variant["step_median_s"] > 0 for variant in variants.values())
+    assert all(variants[name]["psnr_vs_a_db"] >= 35 for name in ("b_resident", "c_compiled", "d_batched"))
+    assert figures["device"] == "cpu" and figures["floor_s"] is None
