@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,6 +15,7 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
+from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress
 from mochi_app.tokens import TokenCounter
 
 PARAMS = {"prompt": "a cat walks on the beach", "num_frames": 31, "height": 96, "width": 160}
@@ -58,3 +60,19 @@ def summary(latencies_ms: list[float]) -> dict[str, float]:
         "p90_ms": round(p90, 2),
         "max_ms": round(max(latencies_ms), 2),
     }
+
+
+def completed_record(account_id: str, request: GenerationRequest, finished_at: float) -> JobRecord:
+    """A COMPLETED job's record as a worker leaves it, to write straight to the store (no worker runs)."""
+    steps = request.num_inference_steps
+    return JobRecord(
+        job_id=str(uuid.uuid4()),
+        account_id=account_id,
+        status=JobStatus.COMPLETED,
+        request=request,
+        num_frames=request.rendered_num_frames,
+        created_at=finished_at - 2,
+        started_at=finished_at - 1,
+        finished_at=finished_at,
+        progress=Progress(step=steps, total=steps),
+    )

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._common import embedded_queue, summary
+from benchmarks._common import completed_record, embedded_queue, summary
 from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.queue import JobQueue
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress
+from mochi_app.schemas import GenerationRequest
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
 from tests.conftest import start_web
@@ -34,16 +34,7 @@ def fill(store: JobStore, account_id: str, count: int) -> None:
     for first in range(0, count, BATCH):
         with store.redis.pipeline(transaction=False) as pipe:
             for index in range(first, min(first + BATCH, count)):
-                record = JobRecord(
-                    job_id=str(uuid.uuid4()),
-                    account_id=account_id,
-                    status=JobStatus.COMPLETED,
-                    request=request,
-                    num_frames=request.rendered_num_frames,
-                    created_at=started + index,
-                    finished_at=started + index + 0.5,
-                    progress=Progress(step=64, total=64),
-                )
+                record = completed_record(account_id, request, started + index + 0.5)
                 store.create(record, pipe)
             pipe.execute()
 

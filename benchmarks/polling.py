@@ -45,11 +45,11 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from benchmarks._common import PARAMS, embedded_settings, summary
+from benchmarks._common import PARAMS, completed_record, embedded_settings, summary
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress
+from mochi_app.schemas import GenerationRequest
 from mochi_app.tokens import TokenCounter
 from tests.conftest import start_web
 
@@ -99,19 +99,7 @@ def create_pollers(settings: Settings, clients: int) -> list[Poller]:
 
 def completed_job(queue: JobQueue, account_id: str) -> str:
     """A finished job's record, written straight to the store: no worker runs here."""
-    request = GenerationRequest.model_validate({**PARAMS, "seed": 1})
-    now = time.time()
-    record = JobRecord(
-        job_id=str(uuid.uuid4()),
-        account_id=account_id,
-        status=JobStatus.COMPLETED,
-        request=request,
-        num_frames=request.rendered_num_frames,
-        created_at=now - 60,
-        started_at=now - 59,
-        finished_at=now - 58,
-        progress=Progress(step=request.num_inference_steps, total=request.num_inference_steps),
-    )
+    record = completed_record(account_id, GenerationRequest.model_validate({**PARAMS, "seed": 1}), time.time() - 58)
     queue.store.create(record)
     return record.job_id
 
