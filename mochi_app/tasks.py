@@ -14,7 +14,6 @@ from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
 from mochi_app.generator import OutOfMemory, PromptTooLong, Rendering, StepCallback
-from mochi_app.logs import job_logging
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.store import JobStore
@@ -86,10 +85,6 @@ class JobRunner:
         return self.queue.store
 
     def run(self, job_id: str) -> None:
-        with job_logging(job_id):
-            self._run(job_id)
-
-    def _run(self, job_id: str) -> None:
         record = self._through_outage(job_id, lambda: self.store.update(job_id, self._start))
         if record is None or not self._owns(record):
             log.info("job %s: not pending any more, skipped", job_id)
