@@ -1,10 +1,17 @@
 """Many clients polling their jobs' status at once: REST GET /status/{id}, then the Gradio /status event, twice.
 
-Each client polls as the page and a gradio_client script do: one request, wait for the answer,
-sleep `--interval-s`, repeat; the clients' first requests are spread over the first interval, so
-the load is even. Every client is an account of its own (an API key, sent as `Authorization:
-Bearer KEY`) polling one job of its own: half the jobs are PENDING in the queue (no worker runs,
-so each answer also reads the job's queue position), half are COMPLETED. The server is a real
+Each client has one request in flight at a time, and its first request falls in its own slot of
+the first interval, so the load starts even. `--pacing` says when it sends the next one:
+- `timer` (default), as the page's `gr.Timer` does (a browser `setInterval` whose ticks are
+  dropped while the previous event is pending): at its next tick, `--interval-s` after the last,
+  or the first tick after the answer when the answer came late;
+- `sleep`, as a `while True: predict(); sleep(1)` gradio_client script does: `--interval-s`
+  after the answer. A slow moment then shifts every client it delayed to the same later
+  instant, so the load comes in bursts from then on.
+
+Every client is an account of its own (an API key, sent as `Authorization: Bearer KEY`) polling
+one job of its own: half the jobs are PENDING in the queue (no worker runs, so each answer also
+reads the job's queue position), half are COMPLETED. The server is a real
 `python -m mochi_app serve` on an embedded Valkey; the clients are asyncio tasks on httpx in this
 process, which shares the machine's cores with the server.
 
@@ -22,6 +29,7 @@ seconds the server, this process (the clients) and everything else on the machin
 timed part, and the server's resident memory after it.
 
 Prints JSON. Usage: python -m benchmarks.polling [--runs 1] [--clients 200] [--duration-s 20] [--interval-s 1]
+[--pacing timer|sleep]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import ssl
 import statistics
@@ -38,9 +47,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import httpx
 from redis import Redis
@@ -74,6 +83,7 @@ class Poller:
 
 
 Poll = Callable[[httpx.AsyncClient, Poller], Awaitable[None]]
+Pacing = Literal["timer", "sleep"]
 
 
 @dataclass
@@ -152,47 +162,44 @@ def error_kind(exc: Exception) -> str:
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long a phase lasts and how long each client sleeps between an answer and its next request."""
+    """How long a phase lasts, and when a client sends its next request (see `--pacing`)."""
 
     duration_s: float
     interval_s: float
+    pacing: Pacing = "timer"
+
+    def next_request_at(self, first_at: float, answered_at: float) -> float:
+        if self.pacing == "sleep":
+            return answered_at + self.interval_s
+        ticks_so_far = math.floor((answered_at - first_at) / self.interval_s)
+        return first_at + (ticks_so_far + 1) * self.interval_s
 
 
 async def one_client(
-    client: httpx.AsyncClient,
-    poller: Poller,
-    poll: Poll,
-    tally: Tally,
-    *,
-    first_at: float,
-    end_at: float,
-    sleep_s: float,
+    client: httpx.AsyncClient, poller: Poller, poll: Poll, tally: Tally, *, schedule: Schedule, first_at: float
 ) -> None:
-    """From `first_at` until `end_at`: one request, wait for the answer, sleep `sleep_s`, repeat."""
-    await asyncio.sleep(first_at - time.perf_counter())
-    while True:
+    """From `first_at` for the schedule's duration: one request, wait for the answer, wait for its next time, repeat."""
+    request_at, end_at = first_at, first_at + schedule.duration_s
+    while request_at < end_at:
+        await asyncio.sleep(request_at - time.perf_counter())
         started = time.perf_counter()
         try:
             await poll(client, poller)
         except (httpx.HTTPError, WrongAnswer, ValueError, KeyError) as exc:
             tally.errors[error_kind(exc)] += 1
-        tally.latencies_ms.append((time.perf_counter() - started) * 1000)
-        if time.perf_counter() + sleep_s >= end_at:
-            return
-        await asyncio.sleep(sleep_s)
+        answered_at = time.perf_counter()
+        tally.latencies_ms.append((answered_at - started) * 1000)
+        request_at = schedule.next_request_at(first_at, answered_at)
 
 
 async def spread(clients: list[httpx.AsyncClient], pollers: list[Poller], poll: Poll, schedule: Schedule) -> Tally:
     """Every poller polls for `schedule.duration_s`, their first requests spread evenly over one interval."""
     tally = Tally()
     started = time.perf_counter()
-    end_at, sleep_s = started + schedule.duration_s, schedule.interval_s
-    spacing_s = sleep_s / len(pollers)
+    spacing_s = schedule.interval_s / len(pollers)
     await asyncio.gather(
         *(
-            one_client(
-                client, poller, poll, tally, first_at=started + index * spacing_s, end_at=end_at, sleep_s=sleep_s
-            )
+            one_client(client, poller, poll, tally, schedule=schedule, first_at=started + index * spacing_s)
             for index, (client, poller) in enumerate(zip(clients, pollers, strict=True))
         )
     )
@@ -239,7 +246,7 @@ async def measure(url: str, server_pid: int, pollers: list[Poller], poll: Poll, 
             )
             for _ in pollers
         ]
-        await spread(clients, pollers, poll, Schedule(schedule.interval_s, schedule.interval_s))
+        await spread(clients, pollers, poll, replace(schedule, duration_s=schedule.interval_s))
         server_cpu, client_cpu, machine_cpu = cpu_s(server_pid), time.process_time(), machine_cpu_s()
         tally = await spread(clients, pollers, poll, schedule)
         server_cpu, client_cpu = cpu_s(server_pid) - server_cpu, time.process_time() - client_cpu
@@ -278,8 +285,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--interval-s", type=float, default=1.0)
+    parser.add_argument("--pacing", choices=get_args(Pacing), default="timer")
     args = parser.parse_args()
-    schedule = Schedule(args.duration_s, args.interval_s)
+    schedule = Schedule(args.duration_s, args.interval_s, args.pacing)
     phases: dict[str, Poll] = {"rest": rest_poll, "gradio": gradio_poll, "gradio_session": gradio_session_poll}
     per_run: dict[str, list[dict[str, Any]]] = {name: [] for name in phases}
     with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp, embedded_settings(Path(tmp)) as settings:
@@ -301,7 +309,12 @@ def main() -> None:
         for name, runs in per_run.items()
     }
     jobs = {"PENDING": (args.clients + 1) // 2, "COMPLETED": args.clients // 2}
-    settings_shown = {"clients": args.clients, "duration_s": args.duration_s, "interval_s": args.interval_s}
+    settings_shown = {
+        "clients": args.clients,
+        "duration_s": args.duration_s,
+        "interval_s": args.interval_s,
+        "pacing": args.pacing,
+    }
     print(json.dumps({"runs": args.runs, **settings_shown, "jobs": jobs, **figures}, indent=2))
 
 

@@ -12,14 +12,16 @@ from typing import Any
 import httpx
 import imageio.v3 as iio
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gradio_client import Client
 from redis import Redis
+from starlette.routing import Mount
 
 from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.config import Settings
 from mochi_app.queue import rq_queue
-from mochi_app.web import create_app
+from mochi_app.web import GRADIO_ANALYTICS, create_app
 from tests.conftest import REPO, SLOW, SMALL, Child, free_port, start_web, wait_for
 
 
@@ -170,6 +172,7 @@ def test_gradio_client_cancel_and_errors_read_like_rest(client: Client) -> None:
 def test_the_web_process_imports_neither_torch_nor_diffusers(module_settings: Settings) -> None:
     script = f"""
 import sys
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mochi_app.config import Settings
 from mochi_app.web import create_app
@@ -183,6 +186,39 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "di
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_web_process_serves_on_uvloop_and_httptools(module_settings: Settings, tmp_path: Path) -> None:
+    """uvicorn takes its C event loop and HTTP parser when they are installed (requirements.txt pins them)."""
+    child, url = start_web(module_settings, tmp_path / "web.log")
+    try:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        mapped = Path(f"/proc/{child.process.pid}/maps").read_text()
+    finally:
+        child.stop()
+    assert "/uvloop/" in mapped
+    assert "/httptools/" in mapped
+
+
+def test_gradio_rebuilds_its_api_figures_every_100th_event_and_an_operator_can_say_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Gradio's default rebuilds them after every event over its last 10,000 (docs/PERFORMANCE.md, Polling).
+
+    The attributes read here are Gradio's own: this fails if an upgrade renames the knobs.
+    """
+    settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    for name in GRADIO_ANALYTICS:
+        monkeypatch.delenv(name, raising=False)
+    queue = gradio_queue(create_app(settings))
+    assert (queue.ANALYTICS_MAX_EVENTS, queue.ANAYLTICS_CACHE_FREQUENCY) == (1000, 100)
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "7")
+    assert gradio_queue(create_app(settings)).ANAYLTICS_CACHE_FREQUENCY == 7
+
+
+def gradio_queue(app: FastAPI) -> Any:
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
+    return gradio_app.get_blocks()._queue
 
 
 def test_redis_away_means_503_with_a_clear_message(tmp_path: Path) -> None:
