@@ -22,8 +22,10 @@ so Gradio opens (and keeps) a new session for every call; `gradio_session` sends
 `session_hash` on every call, as a gradio_client `Client` keeps one session for all its calls.
 A poll is an error when it raises, answers other than 2xx, or answers with anything but the job.
 
-Each phase starts with one untimed poll per client (it opens the client's connection), then times
-every poll for `--duration-s`. A run is the three phases in turn on the same server; `--runs N`
+Each phase runs on a web process of its own (a phase without sessions leaves thousands behind,
+which would slow the next phase's garbage collections), started for it, polled once untimed, then
+one untimed poll per client (it opens the client's connection); then every poll is timed for
+`--duration-s`. A run is the three phases in turn: `rest`, `gradio_session`, `gradio`; `--runs N`
 repeats them and reports each run and the median of the runs' p99s. Beside the latencies: the CPU
 seconds the server, this process (the clients) and everything else on the machine used during the
 timed part, and the server's resident memory after it.
@@ -267,16 +269,21 @@ async def measure(url: str, server_pid: int, pollers: list[Poller], poll: Poll, 
     }
 
 
-def warm_up(url: str, pollers: list[Poller]) -> None:
-    """One untimed poll of each kind, so neither phase pays the server's first-call costs."""
+def measure_on_a_fresh_server(
+    settings: Settings, log_path: Path, pollers: list[Poller], poll: Poll, schedule: Schedule
+) -> dict[str, Any]:
+    """One phase on its own web process, after one untimed poll (the server's first-call costs)."""
+    web, url = start_web(settings, log_path)
+    try:
 
-    async def once() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
-            await rest_poll(client, pollers[0])
-            await gradio_poll(client, pollers[0])
-            await gradio_session_poll(client, pollers[0])
+        async def warm_up() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+                await poll(client, pollers[0])
 
-    asyncio.run(once())
+        asyncio.run(warm_up())
+        return asyncio.run(measure(url, web.process.pid, pollers, poll, schedule))
+    finally:
+        web.stop()
 
 
 def main() -> None:
@@ -288,18 +295,14 @@ def main() -> None:
     parser.add_argument("--pacing", choices=get_args(Pacing), default="timer")
     args = parser.parse_args()
     schedule = Schedule(args.duration_s, args.interval_s, args.pacing)
-    phases: dict[str, Poll] = {"rest": rest_poll, "gradio": gradio_poll, "gradio_session": gradio_session_poll}
+    phases: dict[str, Poll] = {"rest": rest_poll, "gradio_session": gradio_session_poll, "gradio": gradio_poll}
     per_run: dict[str, list[dict[str, Any]]] = {name: [] for name in phases}
     with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp, embedded_settings(Path(tmp)) as settings:
         pollers = create_pollers(settings, args.clients)
-        web, url = start_web(settings, Path(tmp) / "web.log")
-        try:
-            warm_up(url, pollers)
-            for _ in range(args.runs):
-                for name, poll in phases.items():
-                    per_run[name].append(asyncio.run(measure(url, web.process.pid, pollers, poll, schedule)))
-        finally:
-            web.stop()
+        for _ in range(args.runs):
+            for name, poll in phases.items():
+                log_path = Path(tmp) / f"web-{name}.log"
+                per_run[name].append(measure_on_a_fresh_server(settings, log_path, pollers, poll, schedule))
     figures = {
         name: {
             "p99_ms_median": round(statistics.median(run["p99_ms"] for run in runs), 2),
