@@ -74,11 +74,13 @@ def test_the_console_says_where_to_look_and_that_tiny_videos_are_noise(studio_ap
     assert "TINY random-weight model: its videos are noise" in log
 
 
-def test_sigterm_stops_every_child_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_stops_every_child_cleanly_without_a_traceback(tmp_path: Path, stop: signal.Signals) -> None:
     app = start_app(tmp_path, MOCHI_WARMUP="0")
     worker_pid = int(re.findall(r"worker 0 started \(pid (\d+)", app.child.log)[0])
-    app.child.process.send_signal(signal.SIGTERM)
+    app.child.process.send_signal(stop)
     assert app.child.process.wait(60) == 0, app.child.log
+    assert "Traceback" not in app.child.log
     assert not (app.data_dir / "redis" / "server.url").exists()
     assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
     with pytest.raises(httpx.ConnectError):
