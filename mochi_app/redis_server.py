@@ -71,7 +71,8 @@ class EmbeddedServer:
             "--logfile", str(self.directory / "valkey.log"),
             *listen,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # A group of its own, so a terminal's Ctrl-C cannot stop it before the workers have finished with it.
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, process_group=0)
         deadline = time.monotonic() + timeout_s
         while not _answers(self.url):
             if self.process.poll() is not None:

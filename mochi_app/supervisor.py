@@ -41,7 +41,9 @@ class WorkerSlot:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
-        self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"], env=env)
+        # A group of its own: a terminal's Ctrl-C goes to app.py's group, and app.py alone must act on
+        # it, stopping the workers (each finishes its job within the grace period) before the server.
+        self.process = subprocess.Popen([sys.executable, "-m", "mochi_app", "worker"], env=env, process_group=0)
         on = f"GPU {self.gpu}" if self.gpu is not None else "no GPU pinned"
         log.info("worker %d started (pid %d, %s)", self.index, self.process.pid, on)
 

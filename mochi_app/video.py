@@ -51,14 +51,20 @@ def _discard(partial: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def ffmpeg_exe() -> str:
+    """imageio-ffmpeg's ffmpeg. Its first call runs `ffmpeg -version` in our process group and keeps the
+    answer, a failure too: a worker asks at start, so a Ctrl-C in its terminal cannot fail a job's encode."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
 def _encode(frames: Frames, path: Path, fps: int) -> None:
     """Pipe raw frames through ffmpeg. We run ffmpeg ourselves because imageio-ffmpeg's writer
     never checks its exit status: a full disk would have left a truncated MP4 that looks fine."""
-    import imageio_ffmpeg
-
     _, height, width, _ = frames.shape
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        ffmpeg_exe(),
         "-hide_banner",
         "-loglevel", "error",
         "-y",
@@ -67,7 +73,9 @@ def _encode(frames: Frames, path: Path, fps: int) -> None:
         "-movflags", "+faststart",  # the index first, so a browser can play while it downloads
         str(path),
     ]  # fmt: skip
-    result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, check=False)
+    # A group of its own: a Ctrl-C in the worker's terminal stops the worker gracefully, not this encode.
+    frames_in = np.ascontiguousarray(frames).tobytes()
+    result = subprocess.run(command, input=frames_in, capture_output=True, check=False, process_group=0)
     if result.returncode != 0:
         raise VideoNotWritten(f"the video could not be written to {path.parent}: {_ffmpeg_reason(result)}")
 

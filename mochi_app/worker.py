@@ -20,6 +20,7 @@ from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
 from mochi_app.tasks import GracefulStop, JobRunner, install_runner
+from mochi_app.video import ffmpeg_exe
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     """Serve jobs until stopped (or, with `burst`, until the queue is empty)."""
     redis = connect(settings)
     renderer = load_renderer(settings)
+    ffmpeg_exe()  # found and checked now, not during the first job (see ffmpeg_exe)
     if settings.warmup:
         log.info("warm-up render took %.1f s", renderer.warm_up())
     publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())

@@ -134,10 +134,23 @@ class Child:
         return self.process.returncode
 
 
-def start_child(command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[Child], bool]) -> Child:
-    """Start `command` and return once `ready(child)` holds; fail with its log if it dies first."""
+def start_child(
+    command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[Child], bool], *, own_group: bool = False
+) -> Child:
+    """Start `command` and return once `ready(child)` holds; fail with its log if it dies first.
+
+    `own_group` starts it in a process group of its own, as a shell starts a command: a test can then
+    send the group a signal, as a terminal's Ctrl-C does, without reaching pytest.
+    """
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            process_group=0 if own_group else None,
+        )
     child = Child(process, log_path)
 
     def started() -> bool:
@@ -209,7 +222,7 @@ class RunningApp:
     data_dir: Path
 
 
-def start_app(tmp_path: Path, **extra_env: str) -> RunningApp:
+def start_app(tmp_path: Path, *, own_group: bool = False, **extra_env: str) -> RunningApp:
     """`python app.py` as a newcomer runs it, returned once the page answers and a worker is ready."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -219,7 +232,7 @@ def start_app(tmp_path: Path, **extra_env: str) -> RunningApp:
         return "ready on queue" in app.log and answers(f"{url}/healthz")
 
     env = newcomer_env(data_dir, port, **extra_env)
-    child = start_child([sys.executable, "app.py"], env, tmp_path / "app.log", ready)
+    child = start_child([sys.executable, "app.py"], env, tmp_path / "app.log", ready, own_group=own_group)
     return RunningApp(child, url, data_dir)
 
 

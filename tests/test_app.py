@@ -19,7 +19,7 @@ from gradio_client import Client
 from mochi_app.config import Settings
 from mochi_app.redis_server import connect
 from mochi_app.store import JobStore
-from tests.conftest import REPO, SMALL, RunningApp, newcomer_env, start_app, wait_for
+from tests.conftest import REPO, SLOW, SMALL, RunningApp, newcomer_env, start_app, wait_for
 from tests.test_gpus import fake_nvidia_smi
 
 
@@ -85,6 +85,22 @@ def test_a_stop_signal_stops_every_child_cleanly_without_a_traceback(tmp_path: P
     assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{app.url}/healthz", timeout=2)
+
+
+def test_ctrl_c_in_the_terminal_lets_the_running_job_finish_before_anything_stops(tmp_path: Path) -> None:
+    """A terminal sends Ctrl-C to app.py's whole process group; only app.py may act on it, stopping in order."""
+    app = start_app(tmp_path, own_group=True, MOCHI_WARMUP="0")
+    job_id = httpx.post(f"{app.url}/generate", json={"prompt": "finish me", **SLOW}).json()["job_id"]
+
+    def denoising() -> bool:
+        return httpx.get(f"{app.url}/status/{job_id}").json()["progress"]["step"] > 0
+
+    wait_for(denoising, 60, "the job to start denoising", interval_s=0.02)
+    os.killpg(app.child.process.pid, signal.SIGINT)
+    assert app.child.process.wait(120) == 0, app.child.log
+    assert f"job {job_id}: completed in" in app.child.log
+    assert (app.data_dir / "videos" / f"{job_id}.mp4").is_file()
+    assert "Traceback" not in app.child.log
 
 
 def test_accounts_commands_reach_the_running_app(studio_app: RunningApp) -> None:
