@@ -23,12 +23,13 @@ so Gradio opens (and keeps) a new session for every call; `gradio_session` sends
 A poll is an error when it raises, answers other than 2xx, or answers with anything but the job.
 
 Each phase runs on a web process of its own (a phase without sessions leaves thousands behind,
-which would slow the next phase's garbage collections), started for it, polled once untimed, then
-one untimed poll per client (it opens the client's connection); then every poll is timed for
-`--duration-s`. A run is the three phases in turn: `rest`, `gradio_session`, `gradio`; `--runs N`
-repeats them and reports each run and the median of the runs' p99s. Beside the latencies: the CPU
-seconds the server, this process (the clients) and everything else on the machine used during the
-timed part, and the server's resident memory after it.
+which would slow the next phase's garbage collections), started for it; each client first polls
+once untimed (it opens the client's connection, and the first polls pay the server's first-call
+costs); then every poll is timed for `--duration-s`. A run is the three phases in turn: `rest`,
+`gradio_session`, `gradio`; `--runs N` repeats them and reports each run and the median of the
+runs' p99s. Beside the latencies: the CPU seconds the server, this process (the clients) and
+everything else on the machine used during the timed part, and the server's resident memory
+after it.
 
 Prints JSON. Usage: python -m benchmarks.polling [--runs 1] [--clients 200] [--duration-s 20] [--interval-s 1]
 [--pacing timer|sleep]
@@ -272,15 +273,9 @@ async def measure(url: str, server_pid: int, pollers: list[Poller], poll: Poll, 
 def measure_on_a_fresh_server(
     settings: Settings, log_path: Path, pollers: list[Poller], poll: Poll, schedule: Schedule
 ) -> dict[str, Any]:
-    """One phase on its own web process, after one untimed poll (the server's first-call costs)."""
+    """One phase on its own web process; `measure`'s untimed first polls also pay the server's first-call costs."""
     web, url = start_web(settings, log_path)
     try:
-
-        async def warm_up() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
-                await poll(client, pollers[0])
-
-        asyncio.run(warm_up())
         return asyncio.run(measure(url, web.process.pid, pollers, poll, schedule))
     finally:
         web.stop()
