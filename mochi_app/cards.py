@@ -8,6 +8,16 @@ from html import escape
 from mochi_app.accounts import GUEST_PREFIX, HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
+from mochi_app.stages import Stage
+from mochi_app.worker_state import WorkerState
+
+STAGE_WORDS = {
+    Stage.STARTING: "starting up",
+    Stage.DOWNLOADING: "downloading the model",
+    Stage.LOADING: "loading the weights",
+    Stage.MOVING: "moving the model to its device",
+    Stage.WARMING_UP: "warming up",
+}
 
 
 def sentence(text: str) -> str:
@@ -42,7 +52,17 @@ def who_label(account: str | None) -> str:
     return f"Signed in as **{escape(account)}**."
 
 
-def model_banner(card: ModelCard | None) -> str:
+def model_banner(card: ModelCard | None, workers: list[WorkerState] | None = None) -> str:
+    """Which model renders the jobs; until a worker is ready, how far the newest one has got, or why it failed."""
+    workers = workers or []
+    if not any(worker.stage is Stage.READY for worker in workers):
+        starting = [worker for worker in workers if worker.stage.is_starting]
+        if starting:
+            return _starting_banner(starting[-1])
+        failed = [worker for worker in workers if worker.stage is Stage.FAILED]
+        if failed:
+            reason = escape(sentence(failed[-1].detail or "it stopped"))
+            return f'<div class="banner error">No worker could start. {reason} Jobs wait in the queue meanwhile.</div>'
     if card is None:
         return '<div class="banner warn">No worker has started yet. Jobs wait in the queue until one is ready.</div>'
     if card.is_tiny:
@@ -51,6 +71,18 @@ def model_banner(card: ModelCard | None) -> str:
             "Its videos are noise.</div>"
         )
     return f'<div class="banner">Model: <b>{escape(card.name)}</b></div>'
+
+
+def _starting_banner(worker: WorkerState) -> str:
+    stage = STAGE_WORDS.get(worker.stage, str(worker.stage))
+    detail = f" {escape(sentence(worker.detail))}" if worker.detail else ""
+    lines = [f"<b>A worker is starting: {stage}.</b>{detail}"]
+    if worker.download is not None:
+        download = worker.download
+        lines.append(f'<progress value="{download.done_bytes}" max="{max(1, download.total_bytes)}"></progress>')
+        lines.append(f'<span class="meta">{escape(download.describe())}</span>')
+    lines.append('<span class="meta">Jobs wait in the queue until it is ready.</span>')
+    return '<div class="banner starting">' + "".join(f"<div>{line}</div>" for line in lines) + "</div>"
 
 
 def status_card(job: JobPublic | None) -> str:

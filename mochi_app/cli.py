@@ -17,6 +17,7 @@ log = logging.getLogger("mochi_app")
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
+CANNOT_RUN_HERE = 2  # a worker whose model cannot run on this host; app.py does not restart it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,6 +120,8 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
 
 
 def _worker(settings: Settings, burst: bool) -> int:
+    """Exit 2 (CANNOT_RUN_HERE) when the model cannot run on this host: restarting would not help."""
+    from mochi_app.generator import ModelUnavailable
     from mochi_app.redis_server import QueueUnavailable
     from mochi_app.worker import run_worker
 
@@ -127,6 +130,9 @@ def _worker(settings: Settings, burst: bool) -> int:
     except QueueUnavailable as exc:
         log.error("%s", exc)
         return RUNTIME_ERROR
+    except ModelUnavailable as exc:
+        log.error("worker cannot start: %s", exc)
+        return CANNOT_RUN_HERE
     return 0
 
 
@@ -150,11 +156,8 @@ def _generate(parser: argparse.ArgumentParser, settings: Settings, args: argpars
     try:
         renderer = load_renderer(settings)
         rendering = renderer.render(request, on_step=lambda step, total: log.info("step %d/%d", step, total))
-    except PromptTooLong as exc:
+    except (PromptTooLong, ModelUnavailable) as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog} generate: error: {exc}\n")
-    except ModelUnavailable as exc:
-        log.error("%s", exc)
-        return RUNTIME_ERROR
     out = args.out.expanduser().absolute()
     write_mp4(rendering.frames, out, request.fps)
     log.info("seed %d, %d frames at %dx%d", request.seed, len(rendering.frames), request.width, request.height)

@@ -11,6 +11,8 @@ from typing import Literal, TypeVar, cast, get_args
 
 Offload = Literal["auto", "none", "model", "sequential"]
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(Offload)
+Device = Literal["auto", "cuda", "cpu"]
+DEVICE_CHOICES: tuple[str, ...] = get_args(Device)
 Switch = Literal["auto", "on", "off"]
 SWITCH_CHOICES: tuple[str, ...] = get_args(Switch)
 Guests = Switch
@@ -35,6 +37,10 @@ class Limits:
     max_height_px: int = 1280
     max_width_px: int = 1280
     max_fps: int = 60
+    # Sustained bf16 TFLOP/s of one worker's GPU (an H100 at about 40% of its peak): with the job time
+    # limit, it bounds the work one request may ask for (see mochi_app/work.py).
+    gpu_tflops: int = 400
+    max_render_s: int = 3600  # MOCHI_JOB_TIMEOUT_S: a request predicted to take longer is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,7 @@ class Settings:
     data_dir: Path = Path("data")
     model: str = "auto"
     offload: Offload = "auto"
+    device: Device = "auto"  # auto: cuda when torch can use a GPU, else cpu
     queue_name: str = "mochi"
     workers: int | None = 1  # worker processes app.py starts; None (MOCHI_WORKERS=auto): one per visible GPU
     job_timeout_s: int = 3600
@@ -79,6 +86,10 @@ class Settings:
         return self.data_dir / "models"
 
     @property
+    def compile_cache_dir(self) -> Path:
+        return self.data_dir / "compile-cache"
+
+    @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
 
@@ -87,17 +98,24 @@ class Settings:
         """Read MOCHI_* variables; unset ones keep their defaults."""
         env = os.environ if environ is None else environ
         read = _Reader(env)
+        job_timeout_s = read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1)
         limits = Limits(
-            **{f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1) for f in fields(Limits)}
+            **{
+                f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1)
+                for f in fields(Limits)
+                if f.name != "max_render_s"
+            },
+            max_render_s=job_timeout_s,
         )
         return cls(
             redis_url=env.get("MOCHI_REDIS_URL") or None,
             data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
+            device=cast(Device, read.choice("MOCHI_DEVICE", "auto", DEVICE_CHOICES)),
             queue_name=read.text("MOCHI_QUEUE_NAME", "mochi"),
             workers=read.count_or_auto("MOCHI_WORKERS", 1),
-            job_timeout_s=read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1),
+            job_timeout_s=job_timeout_s,
             warmup=read.boolean("MOCHI_WARMUP", True),
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
             host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),

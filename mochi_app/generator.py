@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from mochi_app.config import Offload, Settings
+from mochi_app.config import Device, Offload, Settings
 from mochi_app.fast_path import FastPath, apply_fast_path, uncompile_blocks
+from mochi_app.gpus import shown_gpu
 from mochi_app.schemas import GenerationRequest, token_limit_message
+from mochi_app.stages import DownloadProgress, Stage, StageReport
 from mochi_app.video import Frames
 
 log = logging.getLogger(__name__)
@@ -26,12 +29,21 @@ GIB = 1024**3
 RESIDENT_MIN_FREE_BYTES = 42 * GIB
 # Model offload keeps one component at a time on the GPU: the transformer plus activations.
 MODEL_OFFLOAD_MIN_FREE_BYTES = 26 * GIB
+# The hub repo's bf16 variant covers the transformer and the VAE; its T5 encoder has fp32 files only,
+# which diffusers loads and casts. The download is about 40 GB: transformer ~20 GB, T5 ~19 GB, VAE ~1 GB.
+REAL_VARIANT = "bf16"
+# cuBLAS and cuDNN report a failed allocation as a RuntimeError, not torch.OutOfMemoryError.
+OUT_OF_MEMORY_MESSAGE = re.compile(r"out of memory|ALLOC_FAILED|NOT_ENOUGH_WORKSPACE", re.IGNORECASE)
+# The warm-up render: on CUDA at the size jobs use (848x480), so that compiling and kernel tuning happen
+# at production shapes; on a CPU small, where it only pays the first-call costs.
+CUDA_WARM_UP = {"num_frames": 7, "height": 480, "width": 848, "num_inference_steps": 2}
+CPU_WARM_UP = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 StepCallback = Callable[[int, int], None]
 
 
 class ModelUnavailable(RuntimeError):
-    """The configured model cannot run here."""
+    """The configured model cannot run here; the message says why and what to set instead."""
 
 
 class PromptTooLong(ValueError):
@@ -84,6 +96,56 @@ def resolve_model(model: str, cuda_available: bool) -> str:
     return model
 
 
+def choose_device(device: Device, cuda_available: bool) -> str:
+    """`auto` means cuda when torch can use a GPU, else cpu."""
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and OUT_OF_MEMORY_MESSAGE.search(str(exc)) is not None
+    )
+
+
+def cuda_problem() -> str | None:
+    """Why torch cannot use a GPU here, in a clause naming the versions; None when it can."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the driver's own words: too old, missing, or no device
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) cannot use it: {reason}"
+    return f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) finds no CUDA device"
+
+
+def check_gpu_usable(settings: Settings, environ: dict[str, str] | None = None) -> None:
+    """Refuse to serve noise on a GPU host: with MOCHI_MODEL=auto (or MOCHI_DEVICE=cuda), a GPU that the
+    driver shows but torch cannot use is an error, not a quiet fall back to the tiny model."""
+    asked_for_gpu = settings.device == "cuda"
+    if not asked_for_gpu and not (settings.device == "auto" and settings.model == "auto"):
+        return
+    problem = cuda_problem()
+    if problem is None:
+        return
+    gpu = shown_gpu(os.environ if environ is None else environ)
+    if gpu is not None:
+        raise ModelUnavailable(
+            f"{gpu} is visible, but {problem}: install a torch build for this driver, "
+            "or set MOCHI_MODEL=tiny to try the studio without a GPU"
+        )
+    if asked_for_gpu:
+        raise ModelUnavailable(f"MOCHI_DEVICE=cuda, but no GPU is usable: {problem}; set MOCHI_DEVICE=cpu or auto")
+
+
 def choose_offload(offload: Offload, free_bytes: int) -> Offload:
     """Turn `auto` into a concrete offload mode by the GPU memory free now."""
     if offload != "auto":
@@ -127,14 +189,17 @@ class MochiRenderer:
         total = request.num_inference_steps
         last_step_at = time.perf_counter()
 
+        device = self.device
+        on_cuda = device.startswith("cuda")
+
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal last_step_at
+            if on_cuda and index + 1 == total:
+                torch.cuda.synchronize(device)  # kernels run ahead of Python: denoising ends when they do
             last_step_at = time.perf_counter()
             on_step(index + 1, total)
             return {}
 
-        device = self.device
-        on_cuda = device.startswith("cuda")
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
         started_at = time.perf_counter()
@@ -156,7 +221,9 @@ class MochiRenderer:
                     callback_on_step_end_tensor_inputs=[],
                     max_sequence_length=self.max_sequence_length,
                 )
-        except torch.OutOfMemoryError:
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise  # the job runner releases the memory once it has recorded the failure
             out_of_memory = True
         if out_of_memory:
             # Out here, not in the except clause: the traceback (and every tensor its frames hold) is
@@ -190,10 +257,13 @@ class MochiRenderer:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def warm_up(self) -> float:
-        """Render one tiny clip so the first real job pays no first-call costs (compiling included); returns seconds."""
+    def warm_up(self, report: StageReport | None = None) -> float:
+        """Render one short clip so the first job pays no first-call costs (compiling included); returns seconds."""
         started_at = time.perf_counter()
-        request = GenerationRequest(prompt="warm up", num_frames=7, height=64, width=64, num_inference_steps=2, seed=0)
+        shape = CUDA_WARM_UP if self.device.startswith("cuda") and not self.is_tiny else CPU_WARM_UP
+        request = GenerationRequest.model_validate({"prompt": "warm up", "seed": 0, **shape})
+        compiling = ", compiling the transformer blocks" if self.fast_path.compile_blocks else ""
+        (report or _log_stage)(Stage.WARMING_UP, f"a first {request.width}x{request.height} render{compiling}")
         try:
             self.render(request, on_step=lambda step, total: None)
         except OutOfMemory:
@@ -220,14 +290,22 @@ class MochiRenderer:
                 raise PromptTooLong(token_limit_message(name, tokens, limit))
 
 
-def load_renderer(settings: Settings) -> MochiRenderer:
-    """Load the model `settings.model` names, announcing loudly which one it is."""
+def load_renderer(settings: Settings, report: StageReport | None = None) -> MochiRenderer:
+    """Load the model `settings.model` names on `settings.device`, announcing loudly which one it is.
+
+    `report` hears each stage (downloading, with progress; loading; moving); ModelUnavailable says
+    why the model cannot run here.
+    """
     import torch
 
+    report = report or _log_stage
+    use_compile_caches(settings.compile_cache_dir)
     _quiet_library_chatter()
     started_at = time.perf_counter()
+    check_gpu_usable(settings)
     cuda = torch.cuda.is_available()
-    model = resolve_model(settings.model, cuda)
+    device = choose_device(settings.device, cuda)
+    model = resolve_model(settings.model, device == "cuda")
     if settings.model == "auto":
         log.warning(
             "MOCHI_MODEL=auto: %s",
@@ -235,18 +313,30 @@ def load_renderer(settings: Settings) -> MochiRenderer:
             if model != TINY
             else "no CUDA GPU, loading the TINY random-weight model: its videos are noise",
         )
-    if not cuda:
+    if device == "cpu":
         torch.set_num_threads(cpu_threads(settings.workers))
         log.info("CPU rendering with %d torch thread(s)", torch.get_num_threads())
     if model == TINY:
-        pipe = _load_tiny(settings.models_dir, "cuda" if cuda else "cpu")
+        report(Stage.LOADING, "building the tiny random-weight model")
+        pipe = _load_tiny(settings.models_dir, device)
     else:
-        pipe = _load_real(model, settings.offload)
-    fast_path = fast_path_for(settings, cuda)
+        pipe = _load_real(model, settings.offload, device, report)
+    fast_path = fast_path_for(settings, device == "cuda")
     apply_fast_path(pipe, fast_path)
     load_s = time.perf_counter() - started_at
-    log.info("model %s loaded in %.1f s", model, load_s)
+    log.info("model %s loaded in %.1f s on %s (%s)", model, load_s, device, pipe.transformer.dtype)
     return MochiRenderer(pipe, model, load_s, fast_path)
+
+
+def use_compile_caches(folder: Path) -> None:
+    """torch.compile's caches (Inductor's and Triton's) in the data folder, so that a restarted container
+    does not compile again; an operator's own locations win. Both are read when compiling, not at import."""
+    for variable, name in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+        os.environ.setdefault(variable, str(folder / name))
+
+
+def _log_stage(stage: Stage, detail: str | None = None, download: DownloadProgress | None = None) -> None:
+    log.info("%s%s%s", stage, f": {detail}" if detail else "", f" ({download.describe()})" if download else "")
 
 
 def _quiet_library_chatter() -> None:
@@ -271,22 +361,40 @@ def _load_tiny(models_dir: Path, device: str) -> Any:
     return MochiPipeline.from_pretrained(ensure_tiny_model(models_dir)).to(device)
 
 
-def _load_real(source: str, offload: Offload) -> Any:
+def real_dtype(device: str) -> Any:
+    """bf16, as the weights ship, on CUDA; float32 on a CPU, where bf16 matmuls are slow or missing."""
+    import torch
+
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def _load_real(source: str, offload: Offload, device: str, report: StageReport) -> Any:
+    """The very path a GPU takes: fetch, `from_pretrained` with the variant, VAE tiling, then placement."""
     import torch
     from diffusers import MochiPipeline
 
-    if not torch.cuda.is_available():
-        raise ModelUnavailable(f"{source} needs a CUDA GPU and none is visible; set MOCHI_MODEL=tiny to try the app")
-    # The hub repo ships bf16 weights as a variant: half the download of the fp32 files.
-    variant = "bf16" if source == REAL_MODEL_ID else None
-    pipe = MochiPipeline.from_pretrained(source, variant=variant, torch_dtype=torch.bfloat16)
-    pipe.enable_vae_tiling()
-    mode = choose_offload(offload, torch.cuda.mem_get_info()[0])
+    from mochi_app.download import model_folder
+
+    variant = REAL_VARIANT if source == REAL_MODEL_ID or _has_variant(Path(source), REAL_VARIANT) else None
+    report(Stage.DOWNLOADING, f"fetching {source}")
+    folder = model_folder(source, variant, lambda progress: report(Stage.DOWNLOADING, f"fetching {source}", progress))
+    dtype = real_dtype(device)
+    report(Stage.LOADING, f"reading the weights of {source} ({str(dtype).removeprefix('torch.')})")
+    pipe = MochiPipeline.from_pretrained(folder, variant=variant, torch_dtype=dtype)
+    # Decoding 163 frames at 848x480 in one piece needs far more memory than the model itself.
+    pipe.vae.enable_tiling()
+    mode = choose_offload(offload, torch.cuda.mem_get_info()[0]) if device == "cuda" else "none"
+    report(Stage.MOVING, f"to {device} (offload: {mode})")
     log.info("offload: %s (MOCHI_OFFLOAD=%s)", mode, offload)
     if mode == "none":
-        pipe.to("cuda")
+        pipe.to(device)
     elif mode == "model":
         pipe.enable_model_cpu_offload()
     else:
         pipe.enable_sequential_cpu_offload()
     return pipe
+
+
+def _has_variant(folder: Path, variant: str) -> bool:
+    """Whether a local copy of a hub repo holds weights in `variant` (as genmo/mochi-1-preview's do)."""
+    return folder.is_dir() and any(folder.glob(f"*/*.{variant}*.safetensors"))

@@ -25,12 +25,36 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
                 break
             visible.append(gpu)
         return visible
+    return [row[0] for row in _nvidia_smi(environ, "index") if row[0].isdigit()]
+
+
+def shown_gpu(environ: Mapping[str, str]) -> str | None:
+    """The GPU this host shows a CUDA process, described for a message (name and driver); None without one.
+
+    nvidia-smi answers from the driver whatever torch can do, so it also sees a GPU whose driver is too
+    old for torch's CUDA. NVIDIA_VISIBLE_DEVICES counts when it names devices: CUDA base images set
+    it to `all` even where no GPU was passed in.
+    """
+    if "CUDA_VISIBLE_DEVICES" in environ and not visible_gpus(environ):
+        return None  # hidden on purpose
+    rows = [row for row in _nvidia_smi(environ, "index,name,driver_version") if len(row) == 3]
+    if rows:
+        index, name, driver = rows[0]
+        return f"GPU {index} ({name}, driver {driver})"
+    devices = environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    if devices and devices.lower() not in {"all", "void", "none"}:
+        return f"NVIDIA_VISIBLE_DEVICES={devices}"
+    return None
+
+
+def _nvidia_smi(environ: Mapping[str, str], fields: str) -> list[list[str]]:
+    """nvidia-smi's CSV rows for `fields`, one per GPU; none without a driver that answers."""
     nvidia_smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if nvidia_smi is None:
         return []
     try:
         listing = subprocess.run(
-            [nvidia_smi, "--query-gpu=index", "--format=csv,noheader"],
+            [nvidia_smi, f"--query-gpu={fields}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=NVIDIA_SMI_TIMEOUT_S,
@@ -38,7 +62,8 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
         )
     except (OSError, subprocess.SubprocessError):
         return []  # a driver that does not answer shows no usable GPU
-    return [line.strip() for line in listing.stdout.splitlines() if line.strip().isdigit()]
+    rows = [[part.strip() for part in line.split(",")] for line in listing.stdout.splitlines()]
+    return [row for row in rows if row and row[0]]
 
 
 def worker_gpus(workers: int | None, gpus: list[str]) -> list[str | None]:

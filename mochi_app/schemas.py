@@ -8,9 +8,11 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mochi_app.config import Limits
+from mochi_app.stages import DownloadProgress, Stage
+from mochi_app.work import WorkLimit
 
 # Tokens in a text, or None when they cannot be counted yet (no worker has published its tokenizer).
 TokenCounter = Callable[[str], int | None]
@@ -163,6 +165,21 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"fps must be between 1 and {limits.max_fps}, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _check_work(self, info: ValidationInfo) -> GenerationRequest:
+        """Refuse what no GPU could finish within the job time limit (each field is within its own bounds)."""
+        limits, _ = _context(info)
+        if limits is not None:
+            work = WorkLimit(
+                limits.gpu_tflops, limits.max_render_s, limits.max_num_frames, limits.max_num_inference_steps
+            )
+            refusal = work.refusal(
+                self.rendered_num_frames, self.height, self.width, self.num_inference_steps, self.guidance_scale
+            )
+            if refusal is not None:
+                raise ValueError(refusal)
+        return self
+
 
 def _context(info: ValidationInfo) -> tuple[Limits | None, TokenCounter | None]:
     context = info.context or {}
@@ -266,9 +283,20 @@ class JobPagePublic(BaseModel):
     next_cursor: str | None
 
 
+class WorkerStatePublic(BaseModel):
+    stage: Stage
+    detail: str | None = Field(description="what the stage is doing, or why the worker failed")
+    download: DownloadProgress | None = Field(description="while downloading: bytes done of total, rate, ETA")
+    updated_at: float
+
+
 class HealthPublic(BaseModel):
     status: str = Field(description="ok, or degraded when no worker is listening")
     redis: bool
     live_workers: int
     queue_depth: int
     model: str | None = Field(description="the model the workers announced; None before any has started")
+    detail: str | None = Field(default=None, description="why no worker takes jobs yet; None while one does")
+    workers: list[WorkerStatePublic] = Field(
+        default_factory=list, description="each worker's start-up stage, oldest news first"
+    )

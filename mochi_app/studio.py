@@ -17,8 +17,17 @@ from mochi_app.config import Settings
 from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
 from mochi_app.retention import remove_job
-from mochi_app.schemas import HealthPublic, InvalidRequest, JobPagePublic, JobPublic, JobRecord, JobStatus
+from mochi_app.schemas import (
+    HealthPublic,
+    InvalidRequest,
+    JobPagePublic,
+    JobPublic,
+    JobRecord,
+    JobStatus,
+    WorkerStatePublic,
+)
 from mochi_app.video import video_path
+from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,7 @@ class Studio:
         self.store = self.queue.store
         self.accounts = AccountStore(redis)
         self.callers = Callers(self.accounts, settings)
+        self.worker_states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
 
     def submit(self, account_id: str, params: Mapping[str, Any]) -> JobPublic:
         """Validate and enqueue; raises InvalidRequest naming each bad field."""
@@ -116,10 +126,15 @@ class Studio:
     def model(self) -> ModelCard | None:
         return self.models.current()
 
+    def workers(self) -> list[WorkerState]:
+        """Each worker's start-up state: downloading, loading, warming up, ready or failed."""
+        return self.worker_states.all()
+
     def health(self) -> HealthPublic:
         try:
             self.redis.ping()
             workers, depth, card = self.queue.live_workers(), self.queue.depth(), self.model()
+            states = self.workers()
         except RedisError:
             return HealthPublic(status="unavailable", redis=False, live_workers=0, queue_depth=0, model=None)
         return HealthPublic(
@@ -128,6 +143,8 @@ class Studio:
             live_workers=workers,
             queue_depth=depth,
             model=card.name if card else None,
+            detail=None if workers else why_not_ready(states),
+            workers=[WorkerStatePublic.model_validate(state.model_dump()) for state in states],
         )
 
     def _public(self, record: JobRecord) -> JobPublic:

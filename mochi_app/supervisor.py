@@ -20,6 +20,7 @@ from mochi_app.redis_server import EmbeddedServer
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 2.0
+CANNOT_RUN_HERE = 2  # the worker's exit code when its model cannot run on this host (cli.CANNOT_RUN_HERE)
 # Past the workers' grace period: time to finish the step, decode and hand the job back, before SIGKILL.
 STOP_MARGIN_S = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ class WorkerSlot:
     workers: int  # how many slots app.py runs: a CPU worker takes its share of the cores
     gpu: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    given_up: bool = False  # it cannot run on this host: restarting it would fail the same way
 
     def start(self) -> None:
         # Pin what the child must agree on with us, whatever folder app.py was started from.
@@ -71,16 +73,25 @@ class Supervisor:
         """Restart dead workers until `stop_soon()` is called."""
         while not self.stopping.wait(poll_s):
             for slot in self.slots:
-                if slot.process is not None and slot.process.poll() is not None:
-                    log.warning(
-                        "worker %d exited with code %d; restarting in %.0f s",
+                if slot.given_up or slot.process is None or slot.process.poll() is None:
+                    continue
+                if slot.process.returncode == CANNOT_RUN_HERE:
+                    slot.given_up = True
+                    log.error(
+                        "worker %d cannot run on this host (see its reason above, also on the page and /healthz); "
+                        "not restarting it",
                         slot.index,
-                        slot.process.returncode,
-                        RESTART_DELAY_S,
                     )
-                    if self.stopping.wait(RESTART_DELAY_S):
-                        return
-                    slot.start()
+                    continue
+                log.warning(
+                    "worker %d exited with code %d; restarting in %.0f s",
+                    slot.index,
+                    slot.process.returncode,
+                    RESTART_DELAY_S,
+                )
+                if self.stopping.wait(RESTART_DELAY_S):
+                    return
+                slot.start()
 
     def stop_soon(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self.stopping.set()

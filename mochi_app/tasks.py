@@ -64,6 +64,8 @@ class Renderer(Protocol):
 
     def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering: ...
 
+    def release_memory(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class JobRunner:
@@ -91,8 +93,10 @@ class JobRunner:
             return
         log.info("job %s: running", job_id)
         started = time.monotonic()
+        rendered = False
         try:
             record = self._render(record)
+            rendered = True
         except JobCancelled:
             self._finish(job_id, JobStatus.CANCELLED, error=None)
         except StoppingWorker:
@@ -112,6 +116,11 @@ class JobRunner:
             peak = record.peak_gpu_memory_bytes
             memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
             log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
+        finally:
+            if not rendered:
+                # By now the failure is handled and its traceback gone, and with it every tensor the
+                # render's frames held: what a cancel, a timeout or any pipeline error left is given back.
+                self.renderer.release_memory()
 
     def _start(self, record: JobRecord) -> JobRecord | None:
         if record.status is not JobStatus.PENDING:

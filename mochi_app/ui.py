@@ -41,6 +41,9 @@ SIGN_OUT_JS = """async () => { await fetch("session", {method: "DELETE"}); windo
 CSS = """
 .banner { padding: 8px 12px; border-radius: 8px; background: var(--block-background-fill); }
 .banner.warn { background: #fff4e5; color: #7a4100; }
+.banner.error { background: #fee2e2; color: #991b1b; }
+.banner.starting { display: flex; flex-direction: column; gap: 4px; background: #eff6ff; color: #1e3a8a; }
+.banner progress { width: 100%; height: 10px; }
 .job-card { display: flex; flex-direction: column; gap: 6px; padding: 12px; border-radius: 8px;
   border: 1px solid var(--border-color-primary); min-height: 72px; }
 .job-card.empty { color: var(--body-text-color-subdued); justify-content: center; }
@@ -195,7 +198,7 @@ class StudioPage:
             account = self.account(request)
             job = self.studio.status(account, job_id) if job_id else None
             page_of_jobs = self.studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
-            card = self.studio.model()
+            card, workers = self.studio.model(), self.studio.workers()
         except JobNotFound:  # the followed job was deleted meanwhile
             return self.refresh(None, pages, request)
         except NotSignedIn as exc:
@@ -204,10 +207,11 @@ class StudioPage:
             return self._only_the_card(
                 f'<div class="job-card"><span class="error">{cards.sentence(QUEUE_UNREACHABLE)}</span> Retrying…</div>'
             )
-        # The timer runs only while something of this visitor's can still change.
+        # The timer runs only while something of this visitor's can still change, or a worker is starting.
         busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
+        busy = busy or any(worker.stage.is_starting for worker in workers)
         return (
-            cards.model_banner(card),
+            cards.model_banner(card, workers),
             cards.status_card(job),
             cards.player(job),
             gr.Button(visible=job is not None and not job.status.is_terminal),

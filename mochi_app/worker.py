@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
@@ -13,14 +14,16 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
-from mochi_app.generator import load_renderer
+from mochi_app.generator import MochiRenderer, load_renderer
 from mochi_app.liveness import Heartbeat
 from mochi_app.logs import job_logging
 from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
+from mochi_app.stages import Stage
 from mochi_app.tasks import GracefulStop, JobRunner, install_runner
 from mochi_app.video import ffmpeg_exe
+from mochi_app.worker_state import StartupReporter, WorkerStates
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,37 @@ class GracefulWorker(SimpleWorker):
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """Serve jobs until stopped (or, with `burst`, until the queue is empty)."""
+    """Serve jobs until stopped (or, with `burst`, until the queue is empty); every stage of the start
+    is published in Redis (WorkerStates) for the page and /healthz, failures included."""
     redis = connect(settings)
-    renderer = load_renderer(settings)
-    ffmpeg_exe()  # found and checked now, not during the first job (see ffmpeg_exe)
-    if settings.warmup:
-        log.info("warm-up render took %.1f s", renderer.warm_up())
-    publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())
     name = worker_id()
+    states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
+    states.forget_failed(socket.gethostname())
+    reporter = StartupReporter(states, name)
+    reporter.start()
+    try:
+        renderer = _start(settings, reporter)
+        publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())
+        reporter(Stage.READY, f"{renderer.model_name} on {renderer.device}")
+        _serve(settings, redis, renderer, name, burst)
+    finally:
+        reporter.stop()
+
+
+def _start(settings: Settings, reporter: StartupReporter) -> MochiRenderer:
+    """Load and warm the model; a failure is published with its reason before it propagates."""
+    try:
+        renderer = load_renderer(settings, reporter)
+        ffmpeg_exe()  # found and checked now, not during the first job (see ffmpeg_exe)
+        if settings.warmup:
+            log.info("warm-up render took %.1f s", renderer.warm_up(reporter))
+    except Exception as exc:
+        reporter(Stage.FAILED, str(exc) or type(exc).__name__)
+        raise
+    return renderer
+
+
+def _serve(settings: Settings, redis: Redis, renderer: MochiRenderer, name: str, burst: bool) -> None:
     jobs = JobQueue(redis, settings)
     stop = GracefulStop(grace_s=settings.stop_grace_s)
     install_runner(JobRunner(queue=jobs, renderer=renderer, settings=settings, worker_id=name, stop=stop))
