@@ -96,6 +96,11 @@ def resolve_model(model: str, cuda_available: bool) -> str:
     return model
 
 
+def warm_up_shape(device: str, is_tiny: bool) -> dict[str, int]:
+    """The real model on CUDA warms up at the size jobs use; anything else small."""
+    return CUDA_WARM_UP if device.startswith("cuda") and not is_tiny else CPU_WARM_UP
+
+
 def choose_device(device: Device, cuda_available: bool) -> str:
     """`auto` means cuda when torch can use a GPU, else cpu."""
     if device == "auto":
@@ -260,7 +265,7 @@ class MochiRenderer:
     def warm_up(self, report: StageReport | None = None) -> float:
         """Render one short clip so the first job pays no first-call costs (compiling included); returns seconds."""
         started_at = time.perf_counter()
-        shape = CUDA_WARM_UP if self.device.startswith("cuda") and not self.is_tiny else CPU_WARM_UP
+        shape = warm_up_shape(self.device, self.is_tiny)
         request = GenerationRequest.model_validate({"prompt": "warm up", "seed": 0, **shape})
         compiling = ", compiling the transformer blocks" if self.fast_path.compile_blocks else ""
         (report or _log_stage)(Stage.WARMING_UP, f"a first {request.width}x{request.height} render{compiling}")

@@ -12,6 +12,7 @@ from typing import Any
 
 OUT_OF_MEMORY_CUE = "[inject out-of-memory]"
 PIPELINE_ERROR_CUE = "[inject pipeline error]"
+CUBLAS_ALLOC_CUE = "[inject cublas allocation failure]"  # cuBLAS says out of memory in a RuntimeError
 FAILING_STEP = 1  # the second step, counted from 0 as diffusers does
 
 
@@ -22,6 +23,9 @@ def inject_faults() -> None:
     faults: dict[str, Callable[[], Exception]] = {
         OUT_OF_MEMORY_CUE: lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
         PIPELINE_ERROR_CUE: lambda: RuntimeError("injected pipeline failure"),
+        CUBLAS_ALLOC_CUE: lambda: RuntimeError(
+            "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+        ),
     }
     render = MochiPipeline.__call__
 

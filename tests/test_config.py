@@ -14,7 +14,9 @@ def test_defaults_without_any_variable() -> None:
     assert settings.redis_url is None
     assert settings.data_dir == Path("data").absolute()
     assert (settings.model, settings.offload, settings.job_timeout_s) == ("auto", "auto", 3600)
+    assert settings.device == "auto"
     assert settings.limits == Limits()
+    assert (settings.limits.gpu_tflops, settings.limits.max_render_s) == (400, 3600)
     assert settings.videos_dir == settings.data_dir / "videos"
     assert (settings.heartbeat_ttl_s, settings.stop_grace_s, settings.retention_days) == (15, 30, 0)
     assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("auto", True, 0.0)
@@ -36,6 +38,8 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
             "MOCHI_BATCHED_ATTENTION": "0",
             "MOCHI_STEP_CACHE": "0.08",
             "MOCHI_WORKERS": "auto",
+            "MOCHI_DEVICE": "cpu",
+            "MOCHI_GPU_TFLOPS": "900",
         }
     )
     assert settings.redis_url == "redis://queue:6379/0"
@@ -46,6 +50,9 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert (settings.stop_grace_s, settings.retention_days) == (0, 30)
     assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("off", False, 0.08)
     assert settings.workers is None  # auto: one per visible GPU
+    assert settings.device == "cpu"
+    # The work a request may ask for follows the job time limit and the GPU's speed.
+    assert (settings.limits.gpu_tflops, settings.limits.max_render_s) == (900, 90)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     [
         ("MOCHI_JOB_TIMEOUT_S", "soon", "MOCHI_JOB_TIMEOUT_S must be an integer, got 'soon'"),
         ("MOCHI_JOB_TIMEOUT_S", "0", "MOCHI_JOB_TIMEOUT_S must be at least 1, got 0"),
+        ("MOCHI_DEVICE", "gpu", "MOCHI_DEVICE must be one of auto, cuda, cpu, got 'gpu'"),
         ("MOCHI_OFFLOAD", "disk", "MOCHI_OFFLOAD must be one of auto, none, model, sequential, got 'disk'"),
         ("MOCHI_WARMUP", "maybe", "MOCHI_WARMUP must be one of 1, 0, true, false, yes, no, got 'maybe'"),
         ("MOCHI_MAX_HEIGHT_PX", "-5", "MOCHI_MAX_HEIGHT_PX must be at least 1, got -5"),

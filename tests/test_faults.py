@@ -29,7 +29,7 @@ from mochi_app.studio import QUEUE_UNREACHABLE
 from mochi_app.tiny_model import ensure_tiny_model
 from mochi_app.tokens import TokenCounter
 from tests.conftest import SLOW, SMALL, finished, new_account, start_web, start_worker, wait_for
-from tests.faulty_worker import OUT_OF_MEMORY_CUE, PIPELINE_ERROR_CUE
+from tests.faulty_worker import CUBLAS_ALLOC_CUE, OUT_OF_MEMORY_CUE, PIPELINE_ERROR_CUE
 
 TINIEST = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
@@ -161,9 +161,10 @@ def test_out_of_memory_and_a_pipeline_error_fail_their_jobs_and_the_worker_goes_
         jobs = [
             job_queue.submit(owner, {"prompt": f"a storm {OUT_OF_MEMORY_CUE}", **SMALL}),
             job_queue.submit(owner, {"prompt": f"a calm sea {PIPELINE_ERROR_CUE}", **SMALL}),
+            job_queue.submit(owner, {"prompt": f"a gale {CUBLAS_ALLOC_CUE}", **SMALL}),
             job_queue.submit(owner, {"prompt": "a calm sea", **SMALL}),
         ]
-        oom, error, fine = (finished(job_queue, job.job_id) for job in jobs)
+        oom, error, cublas, fine = (finished(job_queue, job.job_id) for job in jobs)
         assert worker.process.poll() is None
     finally:
         worker.stop()
@@ -176,8 +177,9 @@ def test_out_of_memory_and_a_pipeline_error_fail_their_jobs_and_the_worker_goes_
         JobStatus.FAILED,
         "the pipeline failed: RuntimeError: injected pipeline failure",
     )
+    assert (cublas.status, cublas.error) == (JobStatus.FAILED, oom.error)
     assert fine.status is JobStatus.COMPLETED
-    assert oom.worker_id == error.worker_id == fine.worker_id
+    assert oom.worker_id == error.worker_id == cublas.worker_id == fine.worker_id
     assert not any((settings.videos_dir / f"{job.job_id}.mp4").exists() for job in (oom, error))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,22 @@ from mochi_app.generator import (
     GIB,
     REAL_MODEL_ID,
     MochiRenderer,
+    ModelUnavailable,
     PromptTooLong,
+    check_gpu_usable,
+    choose_device,
     choose_offload,
     cpu_threads,
+    is_out_of_memory,
     load_renderer,
     resolve_model,
+    use_compile_caches,
+    warm_up_shape,
 )
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tiny_model import TINY_MODEL_DIRNAME, build_tiny_pipeline
 from tests.conftest import SMALL
+from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +134,58 @@ def test_the_real_model_renders_on_cuda(tmp_path: Path) -> None:
 def test_cpu_workers_started_together_share_the_cores() -> None:
     assert [cpu_threads(workers, cores=8) for workers in (0, 1, 2, 3, 16)] == [8, 8, 4, 2, 1]
     assert cpu_threads(2, cores=2) == 1
+
+
+def test_device_auto_means_cuda_only_where_torch_can_use_it() -> None:
+    assert [choose_device("auto", cuda) for cuda in (True, False)] == ["cuda", "cpu"]
+    assert choose_device("cpu", cuda_available=True) == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"), True),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (RuntimeError("shape mismatch"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_allocation_failures_of_cublas_and_cudnn_count_as_out_of_memory(error: Exception, expected: bool) -> None:
+    assert is_out_of_memory(error) is expected
+
+
+def test_a_gpu_torch_cannot_use_stops_auto_from_serving_noise(tmp_path: Path) -> None:
+    env = fake_nvidia_smi(tmp_path, FAKE_H100)
+    with pytest.raises(ModelUnavailable) as caught:
+        check_gpu_usable(Settings(model="auto"), env)
+    message = str(caught.value)
+    assert message.startswith("GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible, but torch 2.13.0")
+    assert message.endswith("set MOCHI_MODEL=tiny to try the studio without a GPU")
+    check_gpu_usable(Settings(model="tiny"), env)  # asked for the tiny model: fine
+    check_gpu_usable(Settings(model="auto", device="cpu"), env)  # asked for the CPU: fine
+    check_gpu_usable(Settings(model="auto"), {"PATH": "/nonexistent"})  # no GPU at all: tiny, as before
+    with pytest.raises(ModelUnavailable, match="MOCHI_DEVICE=cuda, but no GPU is usable"):
+        check_gpu_usable(Settings(model="tiny", device="cuda"), {"PATH": "/nonexistent"})
+
+
+def test_the_warm_up_renders_at_the_production_size_on_cuda_only(renderer: MochiRenderer) -> None:
+    assert warm_up_shape("cuda:0", is_tiny=False) == {
+        "num_frames": 7,
+        "height": 480,
+        "width": 848,
+        "num_inference_steps": 2,
+    }
+    assert warm_up_shape("cpu", is_tiny=False)["height"] == 64
+    assert warm_up_shape("cuda:0", is_tiny=True)["height"] == 64
+    stages: list[tuple[str, str | None]] = []
+    renderer.warm_up(lambda stage, detail=None, download=None: stages.append((stage, detail)))
+    assert stages == [("warming_up", "a first 64x64 render")]
+
+
+def test_compile_caches_go_to_the_data_folder_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/operators/own")
+    use_compile_caches(tmp_path / "compile-cache")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile-cache" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == "/operators/own"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mochi_app.gpus import visible_gpus, worker_gpus
+from mochi_app.gpus import shown_gpu, visible_gpus, worker_gpus
 
 
 def fake_nvidia_smi(folder: Path, script: str) -> dict[str, str]:
@@ -48,3 +48,18 @@ def test_a_fixed_count_shares_the_gpus_out_in_turn() -> None:
     assert worker_gpus(3, ["0", "1"]) == ["0", "1", "0"]
     assert worker_gpus(2, []) == [None, None]
     assert worker_gpus(0, ["0"]) == []
+
+
+FAKE_H100 = 'case "$1" in --query-gpu=index) echo 0 ;; *) echo "0, NVIDIA H100 80GB HBM3, 470.82.01" ;; esac'
+
+
+def test_a_shown_gpu_is_described_by_name_and_driver(tmp_path: Path) -> None:
+    env = fake_nvidia_smi(tmp_path, FAKE_H100)
+    assert shown_gpu(env) == "GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01)"
+    assert shown_gpu({**env, "CUDA_VISIBLE_DEVICES": "-1"}) is None  # hidden on purpose
+
+
+@pytest.mark.parametrize(("devices", "expected"), [("0", "NVIDIA_VISIBLE_DEVICES=0"), ("GPU-8a1c", "NVIDIA_VISIBLE_DEVICES=GPU-8a1c"),
+                                                    ("all", None), ("void", None), ("", None)])  # fmt: skip
+def test_nvidia_visible_devices_counts_when_it_names_devices(devices: str, expected: str | None) -> None:
+    assert shown_gpu({"PATH": "/nonexistent", "NVIDIA_VISIBLE_DEVICES": devices}) == expected

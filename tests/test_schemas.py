@@ -173,3 +173,35 @@ def test_any_input_is_either_a_valid_request_or_named_errors(data: dict[str, obj
     assert 0 <= request.guidance_scale <= 20 and math.isfinite(request.guidance_scale)
     assert request.seed is not None and 0 <= request.seed <= 2**32 - 1
     assert 1 <= request.fps <= LIMITS.max_fps
+
+
+def test_a_request_no_gpu_could_finish_in_the_time_limit_is_refused_with_what_fits() -> None:
+    # 163 frames at 1280x1280 with 100 steps: 179,200 video tokens, about 3 h on an H100 at 400 TFLOP/s.
+    errors = error_for(prompt="a cat", num_frames=163, height=1280, width=1280, num_inference_steps=100)
+    assert errors == {
+        "request": "this request needs about 3.1 h of GPU time (163 frames at 1280x1280, 100 steps), but a job may "
+        "run for at most 1.0 h: try up to 79 frames at 1280x1280 with 100 steps or up to 31 steps for 163 frames "
+        "at 1280x1280"
+    }
+    suggested = [
+        parse(num_frames=79, height=1280, width=1280, num_inference_steps=100),
+        parse(num_frames=163, height=1280, width=1280, num_inference_steps=31),
+    ]
+    assert [request.rendered_num_frames for request in suggested] == [79, 163]
+    with pytest.raises(InvalidRequest):
+        parse(num_frames=85, height=1280, width=1280, num_inference_steps=100)
+
+
+def test_the_work_bound_follows_the_time_limit_and_the_gpu() -> None:
+    big = {"prompt": "a cat", "num_frames": 163, "height": 1280, "width": 1280, "num_inference_steps": 100}
+    assert GenerationRequest.parse(big, Limits(max_render_s=4 * 3600), COUNT).height == 1280
+    assert GenerationRequest.parse(big, Limits(gpu_tflops=1600), COUNT).height == 1280
+    # Without guidance the unconditional pass is skipped: half the work.
+    assert GenerationRequest.parse({**big, "guidance_scale": 1.0}, Limits(max_render_s=6000), COUNT).width == 1280
+    with pytest.raises(InvalidRequest):
+        GenerationRequest.parse(big, Limits(max_render_s=6000), COUNT)
+
+
+def test_the_page_defaults_and_the_largest_default_size_fit() -> None:
+    assert parse().num_frames == 85
+    assert parse(num_frames=163, num_inference_steps=100).num_frames == 163  # 848x480, about 17 min

@@ -7,12 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import imageio.v2 as imageio
+import pytest
 from redis import Redis
 from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
+from mochi_app.generator import Rendering, StepCallback
 from mochi_app.queue import JobQueue
-from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
 from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
@@ -140,3 +142,33 @@ def test_a_time_limit_that_lands_inside_a_library_is_still_a_timeout(module_sett
     chained = RuntimeError("outer")
     chained.__context__ = JobTimeoutException("inner")
     assert runner._timed_out(chained, started=time.monotonic())
+
+
+class FailingRenderer:
+    """A renderer whose pipeline raises: what the runner does around a failure, without a model."""
+
+    model_name = "failing"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.released = 0
+
+    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+        on_step(1, request.num_inference_steps)
+        raise self.error
+
+    def release_memory(self) -> None:
+        self.released += 1
+
+
+@pytest.mark.parametrize("error", [RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"), ValueError("bug")])
+def test_any_pipeline_failure_releases_the_memory_before_the_next_job(
+    job_queue: JobQueue, error: BaseException
+) -> None:
+    renderer = FailingRenderer(error)
+    runner = JobRunner(queue=job_queue, renderer=renderer, settings=job_queue.settings, worker_id="w")
+    record = job_queue.submit(new_account(), {"prompt": "a cat", **SMALL})
+    runner.run(record.job_id)
+    ended = job_queue.store.get(record.job_id)
+    assert ended is not None and ended.status is JobStatus.FAILED
+    assert renderer.released == 1
