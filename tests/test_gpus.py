@@ -59,7 +59,10 @@ def test_a_shown_gpu_is_described_by_name_and_driver(tmp_path: Path) -> None:
     assert shown_gpu({**env, "CUDA_VISIBLE_DEVICES": "-1"}) is None  # hidden on purpose
 
 
-@pytest.mark.parametrize(("devices", "expected"), [("0", "NVIDIA_VISIBLE_DEVICES=0"), ("GPU-8a1c", "NVIDIA_VISIBLE_DEVICES=GPU-8a1c"),
-                                                    ("all", None), ("void", None), ("", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [("0", "NVIDIA_VISIBLE_DEVICES=0"), ("GPU-8a1c", "NVIDIA_VISIBLE_DEVICES=GPU-8a1c"), ("all", None),
+     ("void", None), ("", None)],
+)  # fmt: skip
 def test_nvidia_visible_devices_counts_when_it_names_devices(devices: str, expected: str | None) -> None:
     assert shown_gpu({"PATH": "/nonexistent", "NVIDIA_VISIBLE_DEVICES": devices}) == expected
