@@ -73,19 +73,17 @@ def ensure_tiny_model(models_dir: Path) -> Path:
     return target
 
 
-def build_tiny_pipeline() -> Any:
-    """A `MochiPipeline` of the real classes with tiny random weights, the same every time."""
-    import torch
-    from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
-    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+TEXT_EMBED_DIM = 32  # the tiny T5's d_model, which the transformer's text projection takes in
 
-    tokenizer = T5TokenizerFast(tokenizer_object=build_tiny_tokenizer(), extra_ids=0)
-    text_embed_dim = 32
-    torch.manual_seed(TINY_SEED)
-    text_encoder = T5EncoderModel(
+
+def tiny_text_encoder(vocab_size: int) -> Any:
+    """A tiny random-weight `T5EncoderModel` for a tokenizer of `vocab_size` ids (pad 0, eos 1, as in T5)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer),
-            d_model=text_embed_dim,
+            vocab_size=vocab_size,
+            d_model=TEXT_EMBED_DIM,
             d_kv=8,
             d_ff=64,
             num_layers=2,
@@ -98,25 +96,51 @@ def build_tiny_pipeline() -> Any:
             decoder_start_token_id=0,
         )
     )
-    transformer = MochiTransformer3DModel(
+
+
+def tiny_transformer() -> Any:
+    """A tiny random-weight `MochiTransformer3DModel` taking the tiny text encoder's embeddings."""
+    from diffusers import MochiTransformer3DModel
+
+    return MochiTransformer3DModel(
         patch_size=2,
         num_attention_heads=2,
         attention_head_dim=8,
         num_layers=2,
         pooled_projection_dim=16,
         in_channels=12,
-        text_embed_dim=text_embed_dim,
+        text_embed_dim=TEXT_EMBED_DIM,
         time_embed_dim=4,
         max_sequence_length=256,
     )
-    # Same temporal (6x) and spatial (8x) compression as the real VAE, with far fewer channels.
-    vae = AutoencoderKLMochi(
+
+
+def tiny_vae() -> Any:
+    """A tiny random-weight `AutoencoderKLMochi`: the real VAE's 6x temporal, 8x spatial compression."""
+    from diffusers import AutoencoderKLMochi
+
+    # Far fewer channels than the real VAE, but as many blocks, so the same compression.
+    return AutoencoderKLMochi(
         latent_channels=12,
         out_channels=3,
         encoder_block_out_channels=(32, 32, 32, 32),
         decoder_block_out_channels=(32, 32, 32, 32),
         layers_per_block=(1, 1, 1, 1, 1),
     )
+
+
+def build_tiny_pipeline() -> Any:
+    """A `MochiPipeline` of the real classes with tiny random weights, the same every time."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, MochiPipeline
+    from transformers import T5TokenizerFast
+
+    tokenizer = T5TokenizerFast(tokenizer_object=build_tiny_tokenizer(), extra_ids=0)
+    # One seed, then the components in this order: the weights stay those of every earlier build.
+    torch.manual_seed(TINY_SEED)
+    text_encoder = tiny_text_encoder(len(tokenizer))
+    transformer = tiny_transformer()
+    vae = tiny_vae()
     return MochiPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

@@ -133,6 +133,8 @@ class StartupReporter:
 
     def __call__(self, stage: Stage, detail: str | None = None, download: DownloadProgress | None = None) -> None:
         changed = stage is not self.state.stage or detail != self.state.detail
+        if download is not None:  # the console hears a download's first figures and its end at once
+            changed = changed or self.state.download is None or download.done_bytes == download.total_bytes
         with self._lock:
             self.state = WorkerState(
                 worker_id=self.state.worker_id, stage=stage, detail=detail, download=download, updated_at=time.time()

@@ -53,6 +53,32 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hub_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """genmo/mochi-1-preview's files in its real layout, with tiny random weights (tests/hub_snapshot.py)."""
+    from tests.hub_snapshot import write_repo
+
+    return write_repo(tmp_path_factory.mktemp("hub-repo"))
+
+
+@pytest.fixture(scope="session")
+def hub_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF_HOME whose hub cache holds that repo, as a finished download leaves it."""
+    from tests.hub_snapshot import write_hub_cache
+
+    home = tmp_path_factory.mktemp("hf-home")
+    write_hub_cache(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def hub_snapshot(hub_home: Path) -> Path:
+    """The snapshot folder in `hub_home`'s cache: a local copy of the repo, as MOCHI_MODEL may name one."""
+    from tests.hub_snapshot import COMMIT
+
+    return hub_home / "hub" / "models--genmo--mochi-1-preview" / "snapshots" / COMMIT
+
+
+@pytest.fixture(scope="session")
 def redis_url(data_dir: Path) -> Iterator[str]:
     server = EmbeddedServer(data_dir / "redis")
     url = server.start()
