@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
@@ -81,6 +82,39 @@ def test_the_real_path_loads_the_variant_with_tiling(real_renderer: MochiRendere
         lambda stage, detail=None, download=None: stages.append(stage),
     )
     assert stages == [Stage.DOWNLOADING, Stage.LOADING, Stage.MOVING]
+
+
+def pipe_attribute_paths(module: Path) -> set[tuple[str, ...]]:
+    """Every `pipe.a.b` (or `self.pipe.a.b`) the module's code reaches, up to the first call or subscript."""
+    paths = set()
+    for found in ast.walk(ast.parse(module.read_text())):
+        chain: list[str] = []
+        node = found
+        while isinstance(node, ast.Attribute):
+            chain.insert(0, node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "pipe" and chain:
+            paths.add(tuple(chain))
+        elif isinstance(node, ast.Name) and node.id == "self" and chain[:1] == ["pipe"] and chain[1:]:
+            paths.add(tuple(chain[1:]))
+    return paths
+
+
+def test_everything_the_worker_reaches_on_the_pipeline_exists_on_the_loaded_real_model(
+    real_renderer: MochiRenderer,
+) -> None:
+    """A renamed or removed API (as `enable_vae_tiling` was in diffusers 0.42) fails here, on a CPU."""
+    paths = set().union(*(pipe_attribute_paths(REPO / "mochi_app" / name) for name in ("generator.py", "fast_path.py")))
+    assert ("vae", "enable_tiling") in paths and ("enable_model_cpu_offload",) in paths
+    missing = []
+    for path in sorted(paths):
+        target: object = real_renderer.pipe
+        for name in path:
+            if not hasattr(target, name):
+                missing.append(".".join(("pipe", *path)))
+                break
+            target = getattr(target, name)
+    assert missing == []
 
 
 def test_every_library_call_of_the_real_path_exists_on_the_pinned_classes() -> None:
