@@ -160,14 +160,8 @@ class Child:
         return self.process.returncode
 
 
-def start_child(
-    command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[Child], bool], *, own_group: bool = False
-) -> Child:
-    """Start `command` and return once `ready(child)` holds; fail with its log if it dies first.
-
-    `own_group` starts it in a process group of its own, as a shell starts a command: a test can then
-    send the group a signal, as a terminal's Ctrl-C does, without reaching pytest.
-    """
+def launch(command: list[str], env: dict[str, str], log_path: Path, *, own_group: bool = False) -> Child:
+    """Start `command` in the repository with its output in `log_path`, and return at once."""
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             command,
@@ -177,7 +171,19 @@ def start_child(
             stderr=subprocess.STDOUT,
             process_group=0 if own_group else None,
         )
-    child = Child(process, log_path)
+    return Child(process, log_path)
+
+
+def start_child(
+    command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[Child], bool], *, own_group: bool = False
+) -> Child:
+    """Start `command` and return once `ready(child)` holds; fail with its log if it dies first.
+
+    `own_group` starts it in a process group of its own, as a shell starts a command: a test can then
+    send the group a signal, as a terminal's Ctrl-C does, without reaching pytest.
+    """
+    child = launch(command, env, log_path, own_group=own_group)
+    process = child.process
 
     def started() -> bool:
         if process.poll() is not None:

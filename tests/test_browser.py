@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,11 +17,28 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
-from tests.conftest import REPO, SMALL, RunningApp, start_web, wait_for
+from tests.conftest import (
+    REPO,
+    SMALL,
+    Child,
+    RunningApp,
+    free_port,
+    launch,
+    newcomer_env,
+    start_child,
+    start_web,
+    wait_for,
+    worker_env,
+)
+from tests.hub_server import serve_hub
+from tests.test_gpus import FAKE_H100, fake_nvidia_smi
+from tests.test_real_path import first_start_env
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 # Long enough on the tiny model (a few seconds of denoising) for the page to show the steps moving.
+# The tiny repo's bf16 files (about 1.8 MB) take about 12 s at this rate: time to see the banner move.
+SLOW_HUB_BYTES_PER_S = 150_000
 WATCHABLE = {"Frames": "61", "Width (px)": "256", "Height (px)": "256", "Denoising steps": "80"}
 
 
@@ -132,3 +150,68 @@ def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web:
     page.get_by_role("button", name="Sign out").click()
     page.get_by_text("You are a guest").wait_for(timeout=15_000)
     page.close()
+
+
+def test_a_first_start_shows_each_stage_with_download_progress(
+    browser: Browser, settings: Settings, hub_repo: Path, tmp_path: Path
+) -> None:
+    """The page and /healthz while a worker fetches the model from a (loopback) hub, loads it and warms up."""
+    with serve_hub(hub_repo, bytes_per_s=SLOW_HUB_BYTES_PER_S) as hub:
+        web, url = start_web(settings, tmp_path / "web.log")
+        env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
+        worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(url)
+            banner = page.locator(".banner.starting")
+            banner.get_by_text("A worker is starting: downloading the model.").wait_for(timeout=120_000)
+            page.locator(".banner.starting progress").wait_for()
+            wait_for(lambda: " of " in banner.inner_text(), 30, "the downloaded bytes on the banner")
+            health = httpx.get(f"{url}/healthz").json()
+            assert health["status"] == "degraded"
+            assert health["detail"].startswith("no worker is ready yet: downloading: fetching genmo/mochi-1-preview")
+            assert health["workers"][0]["download"]["total_bytes"] > 0
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "first-start-downloading.png")
+            page.get_by_text("Model: genmo/mochi-1-preview").wait_for(timeout=120_000)
+            assert page.locator(".banner.starting").count() == 0
+            assert httpx.get(f"{url}/healthz").json()["detail"] is None
+        finally:
+            page.close()
+            worker.stop()
+            web.stop()
+
+
+def test_app_py_on_a_gpu_torch_cannot_use_says_why_on_the_console_the_page_and_healthz(
+    browser: Browser, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = newcomer_env(tmp_path / "data", port, **fake_nvidia_smi(tmp_path, FAKE_H100))
+
+    def explained(child: Child) -> bool:
+        try:
+            health = httpx.get(f"{url}/healthz", timeout=2).json()
+        except httpx.HTTPError:
+            return False
+        return "not restarting it" in child.log and "no worker could start" in (health.get("detail") or "")
+
+    app = start_child([sys.executable, "app.py"], env, tmp_path / "app.log", explained)
+    page = browser.new_page(viewport={"width": 1280, "height": 700})
+    try:
+        health = httpx.get(f"{url}/healthz").json()
+        assert (health["status"], health["live_workers"], health["workers"][0]["stage"]) == ("degraded", 0, "failed")
+        assert "GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible, but torch 2.13.0" in health["detail"]
+        assert "worker cannot start: GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in app.log
+        assert "Traceback" not in app.log
+        page.goto(url)
+        banner = page.locator(".banner.error")
+        banner.wait_for(timeout=30_000)
+        text = banner.inner_text()
+        assert "No worker could start. GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in text
+        assert "set MOCHI_MODEL=tiny to try the studio without a GPU" in text
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "gpu-unusable.png")
+    finally:
+        page.close()
+        app.stop()

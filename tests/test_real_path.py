@@ -20,7 +20,7 @@ from mochi_app.queue import JobQueue
 from mochi_app.schemas import InvalidRequest, JobStatus
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates
-from tests.conftest import REPO, Child, finished, new_account, start_worker, wait_for, worker_env
+from tests.conftest import REPO, finished, launch, new_account, start_worker, wait_for, worker_env
 from tests.hub_server import serve_hub
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
@@ -201,11 +201,7 @@ def test_a_first_start_downloads_with_progress_then_loads(
             return any(state.stage is Stage.READY for state in seen)
 
         env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
-        with (tmp_path / "worker.log").open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mochi_app", "worker"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
-            )
-        worker = Child(process, tmp_path / "worker.log")
+        worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
         try:
             wait_for(ready, 300, "the worker to download and load the model", interval_s=0.1)
         finally:
