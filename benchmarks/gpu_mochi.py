@@ -89,7 +89,7 @@ def build_full_size_pipeline() -> Any:
         tokenizer=T5TokenizerFast(tokenizer_object=build_tiny_tokenizer(), extra_ids=0),
         transformer=transformer,
     )
-    pipe.enable_vae_tiling()
+    pipe.vae.enable_tiling()
     return pipe
 
 

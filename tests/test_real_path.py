@@ -104,7 +104,8 @@ def test_everything_the_worker_reaches_on_the_pipeline_exists_on_the_loaded_real
     real_renderer: MochiRenderer,
 ) -> None:
     """A renamed or removed API (as `enable_vae_tiling` was in diffusers 0.42) fails here, on a CPU."""
-    paths = set().union(*(pipe_attribute_paths(REPO / "mochi_app" / name) for name in ("generator.py", "fast_path.py")))
+    modules = ("mochi_app/generator.py", "mochi_app/fast_path.py", "benchmarks/gpu_mochi.py")
+    paths = set().union(*(pipe_attribute_paths(REPO / module) for module in modules))
     assert ("vae", "enable_tiling") in paths and ("enable_model_cpu_offload",) in paths
     missing = []
     for path in sorted(paths):
