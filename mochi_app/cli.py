@@ -121,13 +121,14 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
 
 def _worker(settings: Settings, burst: bool) -> int:
     """Exit 2 (CANNOT_RUN_HERE) when the model cannot run on this host: restarting would not help."""
+    from mochi_app.download import HubUnreachable
     from mochi_app.generator import ModelUnavailable
     from mochi_app.redis_server import QueueUnavailable
     from mochi_app.worker import run_worker
 
     try:
         run_worker(settings, burst=burst)
-    except QueueUnavailable as exc:
+    except (QueueUnavailable, HubUnreachable) as exc:  # may pass: app.py starts the worker again
         log.error("%s", exc)
         return RUNTIME_ERROR
     except ModelUnavailable as exc:
@@ -137,6 +138,7 @@ def _worker(settings: Settings, burst: bool) -> int:
 
 
 def _generate(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    from mochi_app.download import HubUnreachable
     from mochi_app.generator import ModelUnavailable, PromptTooLong, load_renderer
     from mochi_app.video import write_mp4
 
@@ -158,6 +160,8 @@ def _generate(parser: argparse.ArgumentParser, settings: Settings, args: argpars
         rendering = renderer.render(request, on_step=lambda step, total: log.info("step %d/%d", step, total))
     except (PromptTooLong, ModelUnavailable) as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog} generate: error: {exc}\n")
+    except HubUnreachable as exc:
+        parser.exit(RUNTIME_ERROR, f"{parser.prog} generate: error: {exc}\n")
     out = args.out.expanduser().absolute()
     write_mp4(rendering.frames, out, request.fps)
     log.info("seed %d, %d frames at %dx%d", request.seed, len(rendering.frames), request.width, request.height)

@@ -12,6 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2  # huggingface_hub 2.x's HTTP client: its network errors are these
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.file_download import repo_folder_name
+
 from mochi_app.stages import DownloadProgress
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,10 @@ VARIANT = re.compile(
 )
 
 ProgressCallback = Callable[[DownloadProgress], None]
+
+
+class HubUnreachable(RuntimeError):
+    """The hub does not answer and the model is not in the cache either."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +59,16 @@ class DownloadPlan:
 
 def model_folder(source: str, variant: str | None, on_progress: ProgressCallback) -> Path:
     """The folder to load `source` from: itself when it is a folder, else its hub snapshot, fetched first."""
-    from huggingface_hub import constants, snapshot_download
-
     local = Path(source).expanduser()
     if local.is_dir():
         return local
-    if constants.HF_HUB_OFFLINE:  # the cache must already hold it; huggingface_hub says so if it does not
-        return Path(snapshot_download(source, local_files_only=True))
-    plan = plan_download(source, variant)
+    if constants.HF_HUB_OFFLINE:
+        return cached_folder(source, "HF_HUB_OFFLINE is set")
+    try:
+        plan = plan_download(source, variant)
+    except (httpx2.TransportError, OfflineModeIsEnabled) as exc:  # no network: a cached copy still serves
+        log.warning("the hub does not answer (%s): loading %s from the cache", exc, source)
+        return cached_folder(source, f"the hub does not answer ({exc})")
     log.info("%s: %d files, %.1f GB, at commit %s", source, len(plan.files), plan.total_bytes / 1e9, plan.commit[:12])
     meter = DownloadMeter(plan, _blobs_dir(source))
     stop = threading.Event()
@@ -72,10 +83,19 @@ def model_folder(source: str, variant: str | None, on_progress: ProgressCallback
     return Path(folder)
 
 
+def cached_folder(source: str, why: str) -> Path:
+    """The cached snapshot of `source`, without the network; HubUnreachable says why there is none."""
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise HubUnreachable(
+            f"{why} and {source} is not in the cache at {constants.HF_HUB_CACHE}: "
+            "let the worker reach the hub once, or set MOCHI_MODEL to a local copy"
+        ) from None
+
+
 def plan_download(repo_id: str, variant: str | None) -> DownloadPlan:
     """The files `from_pretrained(..., variant=variant)` reads, with their sizes, at the repo's current commit."""
-    from huggingface_hub import HfApi, hf_hub_download
-
     info = HfApi().model_info(repo_id, files_metadata=True)
     commit = str(info.sha)
     model_index = json.loads(Path(hf_hub_download(repo_id, MODEL_INDEX, revision=commit)).read_text())
@@ -114,9 +134,6 @@ def _variant(path: str) -> str | None:
 
 
 def _blobs_dir(repo_id: str) -> Path:
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
     return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
 
 

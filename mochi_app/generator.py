@@ -118,17 +118,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def cuda_problem() -> str | None:
     """Why torch cannot use a GPU here, in a clause naming the versions; None when it can."""
+    import warnings
+
     import torch
 
-    if torch.cuda.is_available():
-        return None
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU-only build"
-    try:
-        torch.cuda.init()  # type: ignore[no-untyped-call]
-    except Exception as exc:  # the driver's own words: too old, missing, or no device
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) cannot use it: {reason}"
+    # torch also warns with the reason ("CUDA initialization: ..."): the message below says it once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if torch.cuda.is_available():
+            return None
+        if torch.version.cuda is None:
+            return f"torch {torch.__version__} is a CPU-only build"
+        try:
+            torch.cuda.init()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the driver's own words: too old, missing, or no device
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) cannot use it: {reason}"
     return f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) finds no CUDA device"
 
 
@@ -367,7 +372,8 @@ def _load_tiny(models_dir: Path, device: str) -> Any:
 
 
 def real_dtype(device: str) -> Any:
-    """bf16, as the weights ship, on CUDA; float32 on a CPU, where bf16 matmuls are slow or missing."""
+    """bf16, as the weights ship, on CUDA; float32 on a CPU, whose bf16 3D convolutions (the VAE's) are
+    about 70 times slower (docs/PERFORMANCE.md)."""
     import torch
 
     return torch.bfloat16 if device == "cuda" else torch.float32
@@ -380,8 +386,10 @@ def _load_real(source: str, offload: Offload, device: str, report: StageReport) 
 
     from mochi_app.download import model_folder
 
-    variant = REAL_VARIANT if source == REAL_MODEL_ID or _has_variant(Path(source), REAL_VARIANT) else None
-    report(Stage.DOWNLOADING, f"fetching {source}")
+    local = Path(source).expanduser()
+    variant = REAL_VARIANT if source == REAL_MODEL_ID or _has_variant(local, REAL_VARIANT) else None
+    if not local.is_dir():
+        report(Stage.DOWNLOADING, f"fetching {source}")
     folder = model_folder(source, variant, lambda progress: report(Stage.DOWNLOADING, f"fetching {source}", progress))
     dtype = real_dtype(device)
     report(Stage.LOADING, f"reading the weights of {source} ({str(dtype).removeprefix('torch.')})")

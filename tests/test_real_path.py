@@ -20,7 +20,7 @@ from mochi_app.queue import JobQueue
 from mochi_app.schemas import InvalidRequest, JobStatus
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates
-from tests.conftest import REPO, finished, launch, new_account, start_worker, wait_for, worker_env
+from tests.conftest import REPO, finished, free_port, launch, new_account, start_worker, wait_for, worker_env
 from tests.hub_server import serve_hub
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
@@ -81,7 +81,7 @@ def test_the_real_path_loads_the_variant_with_tiling(real_renderer: MochiRendere
         Settings(model=str(Path(pipe.name_or_path)), device="cpu", data_dir=Path(pipe.name_or_path).parent),
         lambda stage, detail=None, download=None: stages.append(stage),
     )
-    assert stages == [Stage.DOWNLOADING, Stage.LOADING, Stage.MOVING]
+    assert stages == [Stage.LOADING, Stage.MOVING]  # a local copy: nothing to download
 
 
 def pipe_attribute_paths(module: Path) -> set[tuple[str, ...]]:
@@ -234,3 +234,20 @@ def test_a_gpu_torch_cannot_use_makes_generate_exit_2_with_one_line(hub_home: Pa
     )
     assert lines[0].endswith("set MOCHI_MODEL=tiny to try the studio without a GPU")
     assert not (tmp_path / "noise.mp4").exists()
+
+
+def test_without_the_network_a_cached_model_still_loads_and_a_missing_one_says_why(
+    hub_home: Path, tmp_path: Path
+) -> None:
+    unreachable = {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    online = {key: value for key, value in hub_env(hub_home, **unreachable).items() if key != "HF_HUB_OFFLINE"}
+    cached = generate(tmp_path / "data", tmp_path / "fox.mp4", online)
+    assert cached.returncode == 0, cached.stderr
+    assert "the hub does not answer" in cached.stderr and (tmp_path / "fox.mp4").is_file()
+    missing = generate(tmp_path / "data", tmp_path / "none.mp4", {**online, "HF_HOME": str(tmp_path / "empty")})
+    assert missing.returncode == 1
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m mochi_app generate: error: the hub does not answer (")
+    assert last.endswith("is not in the cache at " + str(tmp_path / "empty" / "hub") + ": let the worker reach the hub "
+                         "once, or set MOCHI_MODEL to a local copy")  # fmt: skip
+    assert "Traceback" not in missing.stderr
