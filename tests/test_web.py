@@ -125,9 +125,12 @@ def test_the_gallery_pages_newest_first_over_rest(web: str) -> None:
 def test_health_and_docs(web: str) -> None:
     health = httpx.get(f"{web}/healthz")
     assert health.status_code == 200
-    assert health.json() | {"queue_depth": 0} == {
-        "status": "ok", "redis": True, "live_workers": 1, "queue_depth": 0, "model": "tiny"
+    body = health.json()
+    workers = body.pop("workers")
+    assert body | {"queue_depth": 0} == {
+        "status": "ok", "redis": True, "live_workers": 1, "queue_depth": 0, "model": "tiny", "detail": None
     }  # fmt: skip
+    assert [(worker["stage"], worker["detail"]) for worker in workers] == [("ready", "tiny on cpu")]
     assert httpx.get(f"{web}/docs").status_code == 200
     spec = httpx.get(f"{web}/openapi.json").json()
     assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/jobs/{account_id}", "/cancel/{job_id}"} <= set(
