@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mochi_app.schemas import JobRecord
 from mochi_app.store import JobStore
-from mochi_app.video import video_path
+from mochi_app.video import job_videos
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,9 @@ EXPIRY_BATCH = 200
 
 
 def remove_job(store: JobStore, videos_dir: Path, record: JobRecord) -> None:
-    """Its video, then its record and index entries (a crash in between leaves no orphan file)."""
-    video_path(videos_dir, record.job_id).unlink(missing_ok=True)
+    """Its videos (every attempt's), then its record and index entries (a crash in between leaves no orphan file)."""
+    for video in job_videos(videos_dir, record.job_id):
+        video.unlink(missing_ok=True)
     store.delete(record.job_id, record.account_id)
 
 

@@ -26,7 +26,7 @@ from mochi_app.schemas import (
     JobStatus,
     WorkerStatePublic,
 )
-from mochi_app.video import video_path
+from mochi_app.video import recorded_video
 from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,8 @@ class Studio:
         record = self.record(account_id, job_id)
         if record.status is not JobStatus.COMPLETED:
             raise JobConflict(f"job {job_id} is {record.status}; its video can be downloaded once it is COMPLETED")
-        path = video_path(self.settings.videos_dir, job_id)
-        if not path.is_file():
+        path = recorded_video(self.settings.videos_dir, job_id, record.video_path)
+        if path is None or not path.is_file():
             raise JobConflict(f"job {job_id} completed but its video file is gone")
         return path
 

@@ -17,7 +17,7 @@ from mochi_app.generator import OutOfMemory, PromptTooLong, Rendering, StepCallb
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.store import JobStore
-from mochi_app.video import VideoNotWritten, video_path, write_mp4
+from mochi_app.video import VideoNotWritten, attempt_video_path, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,10 @@ class JobRunner:
             self._give_back(job_id)
             raise
         else:
-            peak = record.peak_gpu_memory_bytes
-            memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
-            log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
+            if record.status is JobStatus.COMPLETED and record.worker_id == self.worker_id:
+                peak = record.peak_gpu_memory_bytes
+                memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
+                log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
         finally:
             if not rendered:
                 # By now the failure is handled and its traceback gone, and with it every tensor the
@@ -140,7 +141,7 @@ class JobRunner:
     def _render(self, record: JobRecord) -> JobRecord:
         request = record.request
         rendering = self.renderer.render(request, on_step=self._step_reporter(record.job_id))
-        path = video_path(self.settings.videos_dir, record.job_id)
+        path = attempt_video_path(self.settings.videos_dir, record.job_id)
         encode_started = time.perf_counter()
         write_mp4(rendering.frames, path, request.fps)
         encode_s = time.perf_counter() - encode_started
@@ -186,7 +187,14 @@ class JobRunner:
         )
         if claimed and finished is not None:
             return finished
-        path.unlink(missing_ok=True)  # deleted, cancelled or failed while we rendered: drop the orphan video
+        log.warning(
+            "job %s: ended elsewhere while this worker rendered it (%s); this attempt's video is dropped",
+            record.job_id,
+            finished.status if finished is not None else "deleted",
+        )
+        # Ended while we rendered (deleted, cancelled, or finished by another worker while we were frozen):
+        # the record does not point at this attempt's file, so dropping it cannot touch the job's video.
+        path.unlink(missing_ok=True)
         return finished or record
 
     def _timed_out(self, exc: BaseException, started: float) -> bool:

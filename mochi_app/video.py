@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -18,8 +21,35 @@ class VideoNotWritten(OSError):
     """The MP4 could not be written (full disk, file-size limit, unwritable folder); nothing was left behind."""
 
 
-def video_path(videos_dir: Path, job_id: str) -> Path:
-    return videos_dir / f"{job_id}.mp4"
+# `{job_id}.mp4` (before each attempt had a file of its own) or `{job_id}.{attempt}.mp4`.
+VIDEO_NAME = re.compile(r"(?P<job_id>[0-9a-f-]{36})(\.[0-9a-f]{12})?\.mp4")
+
+
+def attempt_video_path(videos_dir: Path, job_id: str) -> Path:
+    """A fresh name for one attempt at a job's video. Each attempt writes its own file, so a stale worker
+    (frozen past its heartbeat while another finished the job) can never overwrite or delete the video
+    the record points at: it can only drop its own."""
+    return videos_dir / f"{job_id}.{secrets.token_hex(6)}.mp4"
+
+
+def job_videos(videos_dir: Path, job_id: str) -> list[Path]:
+    """Every finished video file of a job's attempts in `videos_dir` (partial files are hidden, not listed)."""
+    found = []
+    for path in videos_dir.glob(f"{glob.escape(job_id)}.*"):
+        match = VIDEO_NAME.fullmatch(path.name)
+        if match is not None and match["job_id"] == job_id:
+            found.append(path)
+    return sorted(found)
+
+
+def recorded_video(videos_dir: Path, job_id: str, recorded: str | None) -> Path | None:
+    """The video file a record names (`video_path`, relative to the data folder), if it is one of this job's
+    in `videos_dir`: a record changed by hand in Redis cannot point the web at any other file."""
+    name = Path(recorded).name if recorded else f"{job_id}.mp4"
+    match = VIDEO_NAME.fullmatch(name)
+    if match is None or match["job_id"] != job_id or (recorded and Path(recorded).parent.name != videos_dir.name):
+        return None
+    return videos_dir / name
 
 
 def write_mp4(frames: Frames, path: Path, fps: int) -> None:

@@ -19,6 +19,7 @@ from gradio_client import Client
 from mochi_app.config import Settings
 from mochi_app.redis_server import connect
 from mochi_app.store import JobStore
+from mochi_app.video import job_videos
 from tests.conftest import REPO, SLOW, SMALL, RunningApp, newcomer_env, start_app, wait_for
 from tests.test_gpus import fake_nvidia_smi
 
@@ -100,7 +101,7 @@ def test_ctrl_c_in_the_terminal_lets_the_running_job_finish_before_anything_stop
     os.killpg(app.child.process.pid, signal.SIGINT)
     assert app.child.process.wait(660) == 0, app.child.log
     assert f"job {job_id}: completed in" in app.child.log
-    assert (app.data_dir / "videos" / f"{job_id}.mp4").is_file()
+    assert len(job_videos(app.data_dir / "videos", job_id)) == 1
     assert "Traceback" not in app.child.log
 
 

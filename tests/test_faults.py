@@ -5,6 +5,8 @@ Whatever breaks, an accepted job ends with a video or a clear reason, and the wo
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from mochi_app.schemas import JobStatus
 from mochi_app.studio import QUEUE_UNREACHABLE
 from mochi_app.tiny_model import ensure_tiny_model
 from mochi_app.tokens import TokenCounter
+from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_web, start_worker, wait_for
 from tests.faulty_worker import CUBLAS_ALLOC_CUE, OUT_OF_MEMORY_CUE, PIPELINE_ERROR_CUE
 
@@ -180,7 +183,7 @@ def test_out_of_memory_and_a_pipeline_error_fail_their_jobs_and_the_worker_goes_
     assert (cublas.status, cublas.error) == (JobStatus.FAILED, oom.error)
     assert fine.status is JobStatus.COMPLETED
     assert oom.worker_id == error.worker_id == cublas.worker_id == fine.worker_id
-    assert not any((settings.videos_dir / f"{job.job_id}.mp4").exists() for job in (oom, error))
+    assert not any(job_videos(settings.videos_dir, job.job_id) for job in (oom, error, cublas))
 
 
 def test_a_file_size_limit_fails_the_job_without_a_partial_file_and_the_worker_goes_on(
@@ -202,7 +205,7 @@ def test_a_file_size_limit_fails_the_job_without_a_partial_file_and_the_worker_g
     )
     assert [path.name for path in settings.videos_dir.iterdir() if too_big.job_id in path.name] == []
     assert small.status is JobStatus.COMPLETED
-    assert iio.imread(settings.videos_dir / f"{small.job_id}.mp4").shape == (7, 64, 64, 3)
+    assert iio.imread(settings.data_dir / (small.video_path or "")).shape == (7, 64, 64, 3)
 
 
 def test_a_burst_of_100_submits_from_10_clients_gets_only_202_or_429_and_loses_no_job(
@@ -236,3 +239,60 @@ def test_a_burst_of_100_submits_from_10_clients_gets_only_202_or_429_and_loses_n
     finally:
         worker.stop()
         web.stop()
+
+
+# Long enough to decode and encode (a few seconds each) that a freeze lands where it is aimed.
+FREEZABLE = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 3}
+
+
+def ffmpeg_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if b"ffmpeg" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+@pytest.mark.parametrize("moment", ["decoding", "encoding"])
+def test_a_worker_frozen_past_its_heartbeat_cannot_spoil_the_video_another_finished(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, tmp_path: Path, moment: str
+) -> None:
+    quick = replace(settings, heartbeat_ttl_s=2)
+    queue = JobQueue(redis, quick, count_tokens)
+    stale = start_worker(quick, tmp_path / "stale.log")
+    fresh = None
+    frozen: list[int] = []
+    try:
+        job = queue.submit(new_account(), {"prompt": "a frozen lake", **FREEZABLE})
+
+        def at_the_moment() -> list[int] | None:
+            record = queue.store.get(job.job_id)
+            assert record is not None and record.status is not JobStatus.COMPLETED, "froze too late"
+            if record.progress.step < record.progress.total:
+                return None
+            if moment == "decoding":
+                return [stale.process.pid]
+            encoders = ffmpeg_children(stale.process.pid)
+            return [*encoders, stale.process.pid] if encoders else None
+
+        frozen = wait_for(at_the_moment, 120, f"the stale worker {moment}", interval_s=0.005)  # type: ignore[assignment]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        stale_id = queue.store.get(job.job_id).worker_id  # type: ignore[union-attr]
+        # Past the heartbeat: the fresh worker's reaper gives the job to the fresh worker, which finishes it.
+        fresh = start_worker(quick, tmp_path / "fresh.log")
+        done = finished(queue, job.job_id)
+        assert done.status is JobStatus.COMPLETED and done.worker_id not in {None, stale_id}
+        assert done.attempts == 2 and done.video_path is not None
+        for pid in reversed(frozen):
+            os.kill(pid, signal.SIGCONT)
+        frozen = []
+        wait_for(lambda: "this attempt's video is dropped" in stale.log, 120, "the stale worker to let go")
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        stale.stop()
+        if fresh is not None:
+            fresh.stop()
+    after = queue.store.get(job.job_id)
+    assert after is not None and (after.status, after.video_path) == (JobStatus.COMPLETED, done.video_path)
+    assert job_videos(quick.videos_dir, job.job_id) == [quick.data_dir / done.video_path]
+    assert iio.imread(quick.data_dir / done.video_path).shape == (61, 256, 256, 3)
+    assert not any(path.name.startswith(".") for path in quick.videos_dir.iterdir())  # no partial file left

@@ -14,6 +14,7 @@ from redis import Redis
 
 from mochi_app.accounts import GUEST_COOKIE, AccountStore
 from mochi_app.config import Settings
+from mochi_app.video import job_videos
 from tests.conftest import SMALL, Child, start_web, wait_for
 
 TINY_JOB = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
@@ -105,8 +106,7 @@ def test_no_file_url_serves_a_video_to_anyone_else(
     web: str, keys: dict[str, str], alices_job: dict[str, Any], module_settings: Settings
 ) -> None:
     job_id = alices_job["job_id"]
-    video = module_settings.videos_dir / f"{job_id}.mp4"
-    assert video.is_file()
+    [video] = job_videos(module_settings.videos_dir, job_id)
     for path in (
         f"/gradio_api/file={video}",
         f"/file={video}",

@@ -21,6 +21,7 @@ from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
+from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
 
 
@@ -122,7 +123,7 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
     record = job_queue.store.get(job.job_id)
     assert record is not None and (record.status, record.worker_id, record.error) == (JobStatus.PENDING, None, None)
     assert job_queue.rq.job_ids == [job.job_id]
-    assert not (settings.videos_dir / f"{job.job_id}.mp4").exists()
+    assert not job_videos(settings.videos_dir, job.job_id)
 
 
 def test_a_job_taken_by_a_worker_that_died_before_starting_it_goes_back_a_round_later(

@@ -10,7 +10,7 @@ from redis import Redis
 from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.store import FINISHED_KEY, JobStore, account_jobs_key
-from mochi_app.video import video_path
+from mochi_app.video import job_videos
 from tests.conftest import new_account
 from tests.test_store import make_record
 
@@ -34,13 +34,14 @@ def test_jobs_that_ended_before_the_retention_period_are_removed_with_their_vide
     running = job_in(store, account, JobStatus.RUNNING)
     waiting = job_in(store, account, JobStatus.PENDING)
     for record in (old, recent):
-        video_path(tmp_path, record.job_id).write_bytes(b"mp4")
+        (tmp_path / f"{record.job_id}.mp4").write_bytes(b"mp4")
+        (tmp_path / f"{record.job_id}.0123456789ab.mp4").write_bytes(b"another attempt's mp4")
 
     assert expire_finished_jobs(store, tmp_path, retention_days=2) == 2
 
     assert store.get(old.job_id) is None and store.get(old_failure.job_id) is None
-    assert not video_path(tmp_path, old.job_id).exists()
-    assert video_path(tmp_path, recent.job_id).exists()
+    assert job_videos(tmp_path, old.job_id) == []
+    assert len(job_videos(tmp_path, recent.job_id)) == 2
     kept = {raw.decode() for raw in redis.zrange(account_jobs_key(account), 0, -1)}
     assert kept == {recent.job_id, running.job_id, waiting.job_id}
     assert redis.zscore(FINISHED_KEY, old.job_id) is None and redis.zscore(FINISHED_KEY, recent.job_id) is not None

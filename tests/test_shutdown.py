@@ -12,6 +12,7 @@ import httpx
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_app, start_worker, wait_for
 
 
@@ -47,7 +48,7 @@ def test_a_job_still_running_when_the_grace_period_ends_goes_back_to_the_front_u
     assert given_back is not None
     assert (given_back.status, given_back.attempts, given_back.worker_id) == (JobStatus.PENDING, 0, None)
     assert job_queue.rq.job_ids == [job.job_id, waiting.job_id]
-    assert not (settings.videos_dir / f"{job.job_id}.mp4").exists()
+    assert not job_videos(settings.videos_dir, job.job_id)
 
     next_worker = start_worker(settings, tmp_path / "next.log")
     try:

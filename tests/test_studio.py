@@ -12,7 +12,7 @@ from mochi_app.model_card import publish_model_card
 from mochi_app.schemas import InvalidRequest, JobStatus
 from mochi_app.studio import JobConflict, JobNotFound, Studio, download_path
 from mochi_app.tiny_model import build_tiny_tokenizer
-from mochi_app.video import video_path
+from mochi_app.video import attempt_video_path
 from tests.conftest import SMALL, new_account
 
 
@@ -74,7 +74,7 @@ def test_cancel_then_delete_removes_record_index_and_file(studio: Studio, settin
     assert studio.cancel(owner, job.job_id).status is JobStatus.CANCELLED
     with pytest.raises(JobConflict, match="is already CANCELLED"):
         studio.cancel(owner, job.job_id)
-    stray = video_path(settings.videos_dir, job.job_id)
+    stray = attempt_video_path(settings.videos_dir, job.job_id)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"not really a video")
     studio.delete(owner, job.job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus
 from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
+from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
 
 
@@ -50,7 +52,8 @@ def test_a_prompt_becomes_an_mp4(worker: Child, worker_queue: JobQueue) -> None:
         assert getattr(timings, phase) > 0, phase
     assert timings.load_s == 0.0
 
-    assert done.video_path == f"videos/{record.job_id}.mp4"
+    assert done.video_path is not None
+    assert re.fullmatch(rf"videos/{record.job_id}\.[0-9a-f]{{12}}\.mp4", done.video_path)
     reader = imageio.get_reader(worker_queue.settings.data_dir / done.video_path, "ffmpeg")
     meta = reader.get_meta_data()
     assert (reader.count_frames(), meta["size"], meta["fps"]) == (31, (160, 96), 30.0)
@@ -97,7 +100,7 @@ def test_cancel_stops_a_running_job_within_a_step_and_a_queued_one_never_starts(
     assert ended.status is JobStatus.CANCELLED
     assert ended.progress.step <= at_cancel.progress.step + 1
     assert ended.video_path is None
-    assert not (worker_queue.settings.videos_dir / f"{running.job_id}.mp4").exists()
+    assert not job_videos(worker_queue.settings.videos_dir, running.job_id)
 
     skipped = worker_queue.store.get(queued.job_id)
     assert skipped is not None and skipped.status is JobStatus.CANCELLED
@@ -126,7 +129,7 @@ def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
         slow = queue.submit(new_account(), {"prompt": "too long", **SLOW})
         ended = finished(queue, slow.job_id)
         assert (ended.status, ended.error) == (JobStatus.FAILED, "timed out after 2 s")
-        assert not (limited.videos_dir / f"{slow.job_id}.mp4").exists()
+        assert not job_videos(limited.videos_dir, slow.job_id)
         quick = queue.submit(new_account(), {"prompt": "quick", **SMALL, "num_frames": 7})
         assert finished(queue, quick.job_id).status is JobStatus.COMPLETED
     finally:
