@@ -12,12 +12,12 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner
 from pydantic import BaseModel
 from redis import Redis
+from starlette.requests import cookie_parser
 
 from mochi_app.config import Settings, SettingsError
 
@@ -37,6 +37,8 @@ RESERVED_PREFIXES = (GUEST_PREFIX, HUGGING_FACE_PREFIX)  # ids made from other c
 # hash of the Space's OAuth secret, for Starlette's default two weeks.
 HF_SESSION_COOKIE = "session"
 HF_SESSION_MAX_AGE_S = 14 * 24 * 3600
+# Headers a reverse proxy adds: a request that carries one came from somewhere else, not from this machine.
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 
 
 class AccountError(ValueError):
@@ -187,15 +189,15 @@ class Callers:
             if account is None:
                 raise NotSignedIn("that API key is not valid: it is mistyped or was revoked")
             return account.name
-        cookies = _cookies(headers.get("cookie", ""))
-        if (signed_in := cookies.get(KEY_COOKIE)) and (account := self.accounts.by_key(signed_in)):
+        jar = cookies(headers.get("cookie", ""))
+        if (signed_in := jar.get(KEY_COOKIE)) and (account := self.accounts.by_key(signed_in)):
             return account.name
-        session = cookies.get(HF_SESSION_COOKIE)
+        session = jar.get(HF_SESSION_COOKIE)
         if self.hugging_face and session and (hugging_face_account := self.hugging_face.account(session)):
             return hugging_face_account
-        if self.guests and (token := cookies.get(GUEST_COOKIE)) and GUEST_TOKEN.fullmatch(token):
+        if self.guests and (token := jar.get(GUEST_COOKIE)) and GUEST_TOKEN.fullmatch(token):
             return guest_account(token)
-        if self.loopback:
+        if self.loopback and not any(name in headers for name in FORWARDING_HEADERS):
             return LOCAL_ACCOUNT
         raise NotSignedIn("sign in: send the header 'Authorization: Bearer YOUR_API_KEY'")
 
@@ -217,10 +219,7 @@ class Callers:
             return None
 
 
-def _cookies(header: str) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+def cookies(header: str) -> dict[str, str]:
+    """The cookies of a Cookie header, as browsers send them: one odd cookie (JSON, spaces, non-ASCII)
+    leaves the others readable, where `http.cookies.SimpleCookie` stops at it."""
+    return cookie_parser(header)

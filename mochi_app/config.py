@@ -57,6 +57,9 @@ class Settings:
     job_timeout_s: int = 3600
     warmup: bool = True
     host: str = "127.0.0.1"
+    # Host names the web answers besides the loopback ones on a loopback bind (DNS rebinding stops there);
+    # on a public bind, empty means any.
+    allowed_hosts: tuple[str, ...] = ()
     port: int = 7860
     guests: Guests = "auto"  # auto: a guest account per browser on public addresses, the local owner on loopback
     max_pending_jobs: int = 10  # per account
@@ -119,6 +122,7 @@ class Settings:
             warmup=read.boolean("MOCHI_WARMUP", True),
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
             host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),
+            allowed_hosts=tuple(name.strip() for name in env.get("MOCHI_ALLOWED_HOSTS", "").split(",") if name.strip()),
             port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
             guests=cast(Guests, read.choice("MOCHI_GUESTS", "auto", SWITCH_CHOICES)),
             max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mochi_app.accounts import GUEST_COOKIE, new_guest_token
+from mochi_app.accounts import GUEST_COOKIE, GUEST_TOKEN, cookies, new_guest_token
 
 GUEST_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 
@@ -26,13 +26,13 @@ def cookie_header(name: str, value: str, scope: Scope, max_age_s: int) -> tuple[
 
 
 class GuestCookie:
-    """Gives a browser that opens the page without a guest token a new, unguessable one."""
+    """Gives a browser that opens the page without a valid guest token a new, unguessable one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _is_page_load(scope) or GUEST_COOKIE in Headers(scope=scope).get("cookie", ""):
+        if not _is_page_load(scope) or _has_valid_guest_token(scope):
             await self.app(scope, receive, send)
             return
         token = new_guest_token()
@@ -45,8 +45,12 @@ class GuestCookie:
                 ]
             await send(message)
 
-        # The page's own requests that follow carry the cookie; so does this one, for the handlers.
-        scope = dict(scope, headers=[*scope["headers"], (b"cookie", f"{GUEST_COOKIE}={token}".encode())])
+        # The page's own requests that follow carry the cookie; so does this one, for the handlers. Put last,
+        # it wins over an invalid one the browser sent (the parser keeps a name's last value).
+        sent = Headers(scope=scope).get("cookie")
+        cookie = f"{sent}; {GUEST_COOKIE}={token}" if sent else f"{GUEST_COOKIE}={token}"
+        others = [(name, value) for name, value in scope["headers"] if name != b"cookie"]
+        scope = dict(scope, headers=[*others, (b"cookie", cookie.encode("latin-1", errors="replace"))])
         await self.app(scope, receive, send_with_cookie)
 
 
@@ -87,6 +91,11 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _has_valid_guest_token(scope: Scope) -> bool:
+    token = cookies(Headers(scope=scope).get("cookie", "")).get(GUEST_COOKIE)
+    return token is not None and GUEST_TOKEN.fullmatch(token) is not None
 
 
 def _is_page_load(scope: Scope) -> bool:

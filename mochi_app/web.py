@@ -9,7 +9,9 @@ import os
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
@@ -25,6 +27,8 @@ SHUTDOWN_GRACE_S = 5
 # Gradio rebuilds the API page's per-endpoint figures (a pandas DataFrame of its last 10,000 events) after
 # every event, in a thread that holds the GIL: at 200 polls a second that is most of a core. Every 100th
 # event over the last 1,000 keeps the figures; an operator's own values win. Read when the queue is built.
+# What a browser sends as Host for a loopback address (any port): a page on a rebinding domain sends its own.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 GRADIO_ANALYTICS = {"GRADIO_ANALYTICS_MAX_EVENTS": "1000", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "100"}
 
 
@@ -40,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.studio = studio
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     if studio.callers.guests:
         app.add_middleware(GuestCookie)
     app.include_router(build_router(studio))
@@ -48,6 +53,15 @@ def create_app(settings: Settings) -> FastAPI:
     # Mounted last: the REST routes above match first; the page takes everything else.
     gr.mount_gradio_app(app, build_ui(studio), path="/", css=CSS, footer_links=["api"], ssr_mode=False)
     return app
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host headers the web answers (others get 400): on a loopback bind the loopback names and
+    MOCHI_ALLOWED_HOSTS, so a rebinding domain cannot reach the local owner's studio; elsewhere
+    MOCHI_ALLOWED_HOSTS, or any host when it is empty."""
+    if is_loopback(settings.host):
+        return [*LOOPBACK_HOSTS, *settings.allowed_hosts]
+    return list(settings.allowed_hosts) or ["*"]
 
 
 def serve(settings: Settings) -> None:

@@ -71,7 +71,7 @@ def buckets(samples: Scrape, histogram: str) -> list[float]:
 def test_counters_and_histograms_move_by_exactly_the_jobs_that_ran(
     own_settings: Settings, own_queue: JobQueue, tmp_path: Path
 ) -> None:
-    with TestClient(create_app(own_settings)) as http:
+    with TestClient(create_app(own_settings), base_url="http://127.0.0.1") as http:
         before = scrape(http)
         assert before["mochi_live_workers{}"] == 0 and before["mochi_queue_depth{}"] == 0
         for histogram in (*(f"mochi_job_{phase}_seconds" for phase in TIMINGS), "mochi_job_peak_gpu_memory_bytes"):
@@ -174,7 +174,7 @@ def test_each_status_change_counts_once_and_in_the_same_transaction(own_queue: J
 
 def test_metrics_answer_503_while_redis_is_away(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         response = http.get("/metrics")
     assert response.status_code == 503
     assert response.json() == {"detail": "the job queue is unreachable right now; try again in a moment"}
@@ -183,7 +183,7 @@ def test_metrics_answer_503_while_redis_is_away(tmp_path: Path) -> None:
 
 def test_metrics_need_no_account_and_a_fresh_server_scrapes_as_zeros(own_settings: Settings) -> None:
     public = replace(own_settings, host="0.0.0.0", guests="off")  # where a request without a key acts for nobody
-    with TestClient(create_app(public)) as http:
+    with TestClient(create_app(public), base_url="http://127.0.0.1") as http:
         assert http.get(f"/status/{uuid.uuid4()}").status_code == 401
         response = http.get("/metrics")
         samples = scrape(http)

@@ -180,7 +180,7 @@ from fastapi.testclient import TestClient
 from mochi_app.config import Settings
 from mochi_app.web import create_app
 settings = Settings(data_dir={str(module_settings.data_dir)!r}, redis_url={module_settings.redis_url!r})
-with TestClient(create_app(settings)) as http:
+with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
     assert http.get("/").status_code == 200 and http.get("/healthz").status_code in (200, 503)
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "diffusers", "transformers")))
 """
@@ -226,7 +226,7 @@ def gradio_queue(app: FastAPI) -> Any:
 
 def test_redis_away_means_503_with_a_clear_message(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         health = http.get("/healthz")
         assert (health.status_code, health.json()["redis"]) == (503, False)
         for response in (http.get(f"/status/{uuid.uuid4()}"), http.post("/generate", json={"prompt": "a cat"})):
