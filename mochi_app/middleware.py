@@ -1,4 +1,4 @@
-"""ASGI middleware for the web process: a guest token for each new browser, and a cap on body size."""
+"""ASGI middleware for the web process: a guest token for each new browser, a cap on body size, no uploads."""
 
 from __future__ import annotations
 
@@ -91,6 +91,24 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class NoUploads:
+    """Answers 404 to Gradio's upload routes: the page has no upload component, and Gradio would keep any
+    file anyone posts and serve it to anyone at /gradio_api/file=."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.paths = {f"{prefix}/upload", f"{prefix}/upload_progress"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
+            body = b'{"detail": "uploads are not accepted here"}'
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
 
 
 def _has_valid_guest_token(scope: Scope) -> bool:

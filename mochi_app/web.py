@@ -9,13 +9,14 @@ import os
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from gradio.route_utils import API_PREFIX  # where Gradio mounts its routes under the page: /gradio_api
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
-from mochi_app.middleware import BodySizeLimit, GuestCookie
+from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads
 from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
 from mochi_app.ui import CSS, build_ui
@@ -44,12 +45,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.studio = studio
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(NoUploads, prefix=API_PREFIX)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     if studio.callers.guests:
         app.add_middleware(GuestCookie)
     app.include_router(build_router(studio))
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)
+    # Whatever Gradio caches stays in the data folder (not a shared /tmp/gradio), an operator's choice first.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.data_dir / "gradio-tmp"))
     # Mounted last: the REST routes above match first; the page takes everything else.
     gr.mount_gradio_app(app, build_ui(studio), path="/", css=CSS, footer_links=["api"], ssr_mode=False)
     return app

@@ -98,3 +98,12 @@ def test_a_page_load_with_an_invalid_guest_token_gets_a_new_one(settings: Settin
         assert http.get("/session", headers={"cookie": f"{GUEST_COOKIE}={issued}"}).json() == {
             "account": guest_account(issued)
         }
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/upload", "/gradio_api/upload/", "/gradio_api/upload?upload_id=x"])
+def test_nobody_can_upload_a_file_for_the_server_to_keep_and_serve(laptop: TestClient, path: str) -> None:
+    files = {"files": ("page.html", b"<script>alert(document.cookie)</script>", "text/html")}
+    response = laptop.post(path, files=files)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "uploads are not accepted here"}
+    assert laptop.get("/gradio_api/upload_progress?upload_id=x").status_code == 404
