@@ -63,7 +63,12 @@ def build_router(studio: Studio) -> APIRouter:
         """A job's status, progress, queue position, timings and error."""
         return studio.status(account, job_id)
 
-    @router.get("/download/{job_id}", response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+    @router.api_route(
+        "/download/{job_id}",
+        methods=["GET", "HEAD"],
+        response_class=FileResponse,
+        responses={200: {"content": {"video/mp4": {}}}},
+    )
     def download(job_id: str, account: CurrentAccount) -> FileResponse:
         """The finished video (MP4); 409 until the job has completed."""
         path = studio.video(account, job_id)
@@ -113,7 +118,9 @@ def build_router(studio: Studio) -> APIRouter:
     def healthz() -> JSONResponse:
         """Whether the queue answers, how many workers listen, and how many jobs wait."""
         health = studio.health()
-        return JSONResponse(health.model_dump(), status_code=200 if health.redis else 503)
+        if health.redis:
+            return JSONResponse(health.model_dump())
+        return JSONResponse(health.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
     @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def metrics() -> Response:

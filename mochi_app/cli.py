@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from mochi_app.config import Settings, SettingsError
+from mochi_app.config import PRIVATE_UMASK, Settings, SettingsError
 from mochi_app.logs import configure_logging
 from mochi_app.schemas import GenerationRequest, InvalidRequest
 
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog}: error: {exc}\n")
+    if args.command in {"serve", "worker"}:
+        os.umask(PRIVATE_UMASK)
     if args.command == "serve":
         return _serve(settings)
     if args.command == "accounts":

@@ -22,6 +22,11 @@ N = TypeVar("N", int, float)
 MAX_PORT = 65535
 
 
+# What the studio writes (the queue server's append-only file, with every prompt in it, and the videos)
+# is its owner's alone, as the server's socket already is.
+PRIVATE_UMASK = 0o077
+
+
 class SettingsError(ValueError):
     """A MOCHI_* variable holds a value we cannot use."""
 

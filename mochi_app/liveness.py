@@ -10,14 +10,10 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from mochi_app.queue import JobQueue
+from mochi_app.queue import JobQueue, heartbeat_key
 from mochi_app.schemas import JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
-
-
-def heartbeat_key(worker_id: str) -> str:
-    return f"worker:{worker_id}:heartbeat"
 
 
 def server_uptime_s(redis: Redis) -> int:

@@ -41,6 +41,11 @@ class TooBusy(Exception):
         self.retry_after_s = retry_after_s
 
 
+def heartbeat_key(worker_id: str) -> str:
+    """Renewed every third of the TTL by a live worker (liveness.Heartbeat); gone soon after it dies or freezes."""
+    return f"worker:{worker_id}:heartbeat"
+
+
 def rate_key(account_id: str, window: int) -> str:
     return f"ratelimit:{account_id}:{window}"
 
@@ -294,9 +299,10 @@ class JobQueue:
         return self.rq.count
 
     def live_workers(self) -> int:
-        """Workers registered on this queue whose registration has not expired."""
-        keys = Worker.all_keys(connection=self.redis, queue=self.rq)
-        return int(self.redis.exists(*keys)) if keys else 0
+        """Workers registered on this queue whose heartbeat is current. RQ's own registration outlives a
+        dead or frozen worker by up to 7 minutes; our heartbeat lapses after MOCHI_HEARTBEAT_TTL_S."""
+        names = [key.removeprefix(Worker.redis_worker_namespace_prefix) for key in Worker.all_keys(self.redis, self.rq)]
+        return int(self.redis.exists(*map(heartbeat_key, names))) if names else 0
 
     def _drop_from_queue(self, job_id: str) -> None:
         # The record already says CANCELLED, so a worker that dequeued the job first skips it.

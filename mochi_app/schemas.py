@@ -22,6 +22,8 @@ FRAMES_PER_LATENT = 6  # Mochi's VAE compresses time 6x: valid frame counts are 
 MIN_NUM_FRAMES = FRAMES_PER_LATENT + 1
 SIDE_MULTIPLE_PX = 16  # 8x spatial VAE compression times the transformer's 2x2 patches.
 ALLOWED_CONTROL_CHARS = frozenset("\n\t")
+# Format characters (zero-width, BOM, bidi controls, tags), separators and controls: no text of their own.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
 # Mochi's linear-quadratic sigma schedule divides by num_inference_steps // 2: one step crashes it.
 MIN_NUM_INFERENCE_STEPS = 2
 
@@ -99,6 +101,8 @@ class GenerationRequest(BaseModel):
     def _check_text(cls, value: str, info: ValidationInfo) -> str:
         name = info.field_name or "prompt"
         value = value.strip()
+        if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in value):
+            value = ""  # zero-width spaces, a BOM, bidi overrides or tag characters alone show nothing
         if name == "prompt" and not value:
             raise ValueError("prompt must not be empty")
         bad = [c for c in value if unicodedata.category(c) in {"Cc", "Cs"} and c not in ALLOWED_CONTROL_CHARS]

@@ -147,6 +147,13 @@ class Studio:
             workers=[WorkerStatePublic.model_validate(state.model_dump()) for state in states],
         )
 
+    def _has_video(self, record: JobRecord) -> bool:
+        """COMPLETED with its file still there (a disk cleaned by hand, say, leaves no link to a 409)."""
+        if record.status is not JobStatus.COMPLETED:
+            return False
+        path = recorded_video(self.settings.videos_dir, record.job_id, record.video_path)
+        return path is not None and path.is_file()
+
     def _public(self, record: JobRecord) -> JobPublic:
         pending = record.status is JobStatus.PENDING
         return JobPublic(
@@ -166,7 +173,7 @@ class Studio:
             error=record.error,
             output=record.output,
             peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
-            download_url=download_path(record.job_id) if record.status is JobStatus.COMPLETED else None,
+            download_url=download_path(record.job_id) if self._has_video(record) else None,
         )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mochi_app.config import Settings
+from mochi_app.config import PRIVATE_UMASK, Settings
 from mochi_app.gpus import visible_gpus, worker_gpus
 from mochi_app.redis_server import EmbeddedServer
 
@@ -117,6 +117,7 @@ def run_all(settings: Settings) -> None:
     """`python app.py`: the web process in the foreground until Ctrl-C or SIGTERM, then stop every child."""
     from mochi_app.web import serve
 
+    os.umask(PRIVATE_UMASK)  # the server, the workers and the web inherit it
     supervisor = Supervisor(settings)
     # uvicorn takes these signals while it serves and hands them back here when it has shut down.
     signal.signal(signal.SIGTERM, supervisor.stop_soon)

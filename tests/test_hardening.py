@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
 from mochi_app.accounts import GUEST_COOKIE, KEY_COOKIE, LOCAL_ACCOUNT, AccountStore, guest_account, new_guest_token
-from mochi_app.config import Settings
+from mochi_app.config import Limits, Settings
+from mochi_app.schemas import GenerationRequest, InvalidRequest, JobStatus
+from mochi_app.store import JobStore
+from mochi_app.studio import Studio
+from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
+from tests.conftest import RunningApp, free_port, start_worker, wait_for
 
 REBINDING_HOSTS = [
     "rebind.attacker.test",
@@ -107,3 +115,60 @@ def test_nobody_can_upload_a_file_for_the_server_to_keep_and_serve(laptop: TestC
     assert response.status_code == 404
     assert response.json() == {"detail": "uploads are not accepted here"}
     assert laptop.get("/gradio_api/upload_progress?upload_id=x").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "invisible", ["\u200b\u200b", "\ufeff", "\u202e\u202d", "\U000e0041\U000e0042", "\u00a0\u2028"]
+)
+def test_a_prompt_of_invisible_characters_is_empty(invisible: str) -> None:
+    with pytest.raises(InvalidRequest, match="prompt must not be empty"):
+        GenerationRequest.parse({"prompt": invisible}, Limits())
+    assert GenerationRequest.parse({"prompt": "a cat", "negative_prompt": invisible}, Limits()).negative_prompt == ""
+
+
+def test_healthz_counts_a_dead_worker_out_within_its_heartbeat(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    quick = replace(settings, heartbeat_ttl_s=2)
+    studio = Studio(redis, quick)
+    worker = start_worker(quick, tmp_path / "worker.log")
+    try:
+        assert studio.health().live_workers == 1
+        os.kill(worker.process.pid, signal.SIGKILL)  # RQ's registration stays for minutes
+        worker.process.wait()
+        wait_for(lambda: studio.health().live_workers == 0, 30, "the dead worker to be counted out")
+        assert studio.health().status == "degraded"
+    finally:
+        worker.stop()
+
+
+def test_the_owner_can_ask_for_a_video_with_head_and_a_gone_file_offers_no_link(
+    settings: Settings, laptop: TestClient
+) -> None:
+    job = laptop.post("/generate", json={"prompt": "a cat", "num_frames": 7, "height": 64, "width": 64}).json()
+    record = JobStore(Redis.from_url(settings.redis_url or "")).get(job["job_id"])
+    assert record is not None
+    video = attempt_video_path(settings.videos_dir, job["job_id"])
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    done = record.model_copy(update={"status": JobStatus.COMPLETED, "video_path": f"videos/{video.name}"})
+    JobStore(Redis.from_url(settings.redis_url or "")).update(job["job_id"], lambda _: done)
+    assert laptop.head(f"/download/{job['job_id']}").status_code == 200
+    assert laptop.get(f"/status/{job['job_id']}").json()["download_url"] == f"/download/{job['job_id']}"
+    video.unlink()
+    assert laptop.get(f"/status/{job['job_id']}").json()["download_url"] is None
+    assert laptop.head(f"/download/{job['job_id']}").status_code == 409
+
+
+def test_an_unreachable_queue_answers_503_with_retry_after(settings: Settings) -> None:
+    gone = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(gone), base_url="http://127.0.0.1") as http:
+        health = http.get("/healthz")
+    assert (health.status_code, health.headers.get("retry-after")) == (503, "5")
+
+
+def test_what_the_studio_writes_is_its_owners_alone(studio_app: RunningApp) -> None:
+    written = [p for p in studio_app.data_dir.rglob("*") if p.is_file() and "models" not in p.parts]
+    assert any(p.suffix == ".aof" or "appendonly" in p.name for p in written), written
+    opened = [(p, oct(p.stat().st_mode & 0o777)) for p in written if p.stat().st_mode & 0o077]
+    assert opened == []
