@@ -50,6 +50,7 @@ def build_router(studio: Studio) -> APIRouter:
     """The REST routes; the app that includes them must hold the same `studio` in `app.state.studio`."""
     router = APIRouter()
     registry = create_registry(studio.queue)
+    embedded = studio.settings.embedded
 
     @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
     def generate(params: Annotated[dict[str, Any], Body()], account: CurrentAccount, response: Response) -> JobPublic:
@@ -99,7 +100,9 @@ def build_router(studio: Studio) -> APIRouter:
         account = studio.accounts.by_key(body.api_key)
         if account is None:
             raise NotSignedIn("that API key is not valid: it is mistyped or was revoked")
-        name, value = cookie_header(KEY_COOKIE, body.api_key, request.scope, SESSION_MAX_AGE_S)
+        name, value = cookie_header(
+            KEY_COOKIE, body.api_key, request.scope, SESSION_MAX_AGE_S, studio.settings.embedded
+        )
         response.headers.append(name.decode(), value.decode("latin-1"))
         return SessionPublic(account=account.name)
 
@@ -111,7 +114,7 @@ def build_router(studio: Studio) -> APIRouter:
     @router.delete("/session", status_code=204)
     def sign_out(request: Request, response: Response) -> None:
         """Sign this browser out; it goes back to its guest account, if guests are on."""
-        name, value = cookie_header(KEY_COOKIE, "", request.scope, 0)
+        name, value = cookie_header(KEY_COOKIE, "", request.scope, 0, embedded)
         response.headers.append(name.decode(), value.decode("latin-1"))
 
     @router.get("/healthz", responses={503: {"model": HealthPublic}})

@@ -65,6 +65,8 @@ class Settings:
     # Host names the web answers besides the loopback ones on a loopback bind (DNS rebinding stops there);
     # on a public bind, empty means any.
     allowed_hosts: tuple[str, ...] = ()
+    # Other sites' origins (`https://app.example`) whose pages may call the API with the visitor's cookies.
+    cors_origins: tuple[str, ...] = ()
     port: int = 7860
     guests: Guests = "auto"  # auto: a guest account per browser on public addresses, the local owner on loopback
     max_pending_jobs: int = 10  # per account
@@ -84,6 +86,11 @@ class Settings:
     @property
     def hugging_face_sign_in(self) -> bool:
         return self.space_id is not None and self.oauth_client_secret is not None
+
+    @property
+    def embedded(self) -> bool:
+        """Shown inside another site's page: a Hugging Face Space lives in an iframe on huggingface.co."""
+        return self.space_id is not None
 
     @property
     def videos_dir(self) -> Path:
@@ -127,7 +134,8 @@ class Settings:
             warmup=read.boolean("MOCHI_WARMUP", True),
             # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; our own names win when both are set.
             host=read.text("MOCHI_HOST", read.text("GRADIO_SERVER_NAME", "127.0.0.1")),
-            allowed_hosts=tuple(name.strip() for name in env.get("MOCHI_ALLOWED_HOSTS", "").split(",") if name.strip()),
+            allowed_hosts=read.names("MOCHI_ALLOWED_HOSTS"),
+            cors_origins=read.names("MOCHI_CORS_ORIGINS"),
             port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
             guests=cast(Guests, read.choice("MOCHI_GUESTS", "auto", SWITCH_CHOICES)),
             max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),
@@ -161,6 +169,10 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self._parse(name, default, str, "text")
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list; empty when unset."""
+        return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mochi_app.accounts import GUEST_COOKIE, GUEST_TOKEN, cookies, new_guest_token
 
 GUEST_COOKIE_MAX_AGE_S = 365 * 24 * 3600
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def is_https(scope: Scope) -> bool:
@@ -18,9 +20,15 @@ def is_https(scope: Scope) -> bool:
     return scope.get("scheme") == "https" or headers.get("x-forwarded-proto", "").split(",")[0].strip() == "https"
 
 
-def cookie_header(name: str, value: str, scope: Scope, max_age_s: int) -> tuple[bytes, bytes]:
-    """A Set-Cookie header the page's scripts cannot read; cross-site (a Space's iframe) only over HTTPS."""
-    same_site = "None; Secure" if is_https(scope) else "Lax"
+def cookie_header(name: str, value: str, scope: Scope, max_age_s: int, embedded: bool) -> tuple[bytes, bytes]:
+    """A Set-Cookie header the page's scripts cannot read.
+
+    Lax wherever the page is its own top-level site: no other site's page can make the browser send it
+    with a POST. Embedded (a Space, in huggingface.co's iframe) it must cross sites, so None over HTTPS,
+    Partitioned: kept apart per embedding site, so a page elsewhere that frames or calls the studio
+    finds none of the visitor's cookies.
+    """
+    same_site = "None; Secure; Partitioned" if embedded and is_https(scope) else "Lax"
     cookie = f"{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite={same_site}"
     return b"set-cookie", cookie.encode("latin-1")
 
@@ -28,8 +36,9 @@ def cookie_header(name: str, value: str, scope: Scope, max_age_s: int) -> tuple[
 class GuestCookie:
     """Gives a browser that opens the page without a valid guest token a new, unguessable one."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, embedded: bool) -> None:
         self.app = app
+        self.embedded = embedded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_page_load(scope) or _has_valid_guest_token(scope):
@@ -41,7 +50,7 @@ class GuestCookie:
             if message["type"] == "http.response.start":
                 message["headers"] = [
                     *message.get("headers", []),
-                    cookie_header(GUEST_COOKIE, token, scope, GUEST_COOKIE_MAX_AGE_S),
+                    cookie_header(GUEST_COOKIE, token, scope, GUEST_COOKIE_MAX_AGE_S, self.embedded),
                 ]
             await send(message)
 
@@ -93,6 +102,34 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class SameSiteWrites:
+    """Answers 403 to a request that would change something (POST, PUT, PATCH, DELETE) sent by another
+    site's page: the browser says so in Sec-Fetch-Site, or, where it does not, in an Origin whose host is
+    not this one. Scripts and gradio_client send neither; origins in MOCHI_CORS_ORIGINS are let through."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed_origins = {origin.rstrip("/").lower() for origin in allowed_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in WRITES and self._cross_site(Headers(scope=scope)):
+            await _answer(send, 403, "requests from another site's page are refused")
+            return
+        await self.app(scope, receive, send)
+
+    def _cross_site(self, headers: Headers) -> bool:
+        origin = headers.get("origin", "").rstrip("/").lower()
+        if origin in self.allowed_origins:
+            return False
+        fetch_site = headers.get("sec-fetch-site")
+        if fetch_site is not None:
+            return fetch_site == "cross-site"
+        if not origin:
+            return False
+        hosts = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+        return origin == "null" or urlsplit(origin).netloc not in hosts
+
+
 class NoUploads:
     """Answers 404 to Gradio's upload routes: the page has no upload component, and Gradio would keep any
     file anyone posts and serve it to anyone at /gradio_api/file=."""
@@ -103,12 +140,16 @@ class NoUploads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
-            body = b'{"detail": "uploads are not accepted here"}'
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 404, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await _answer(send, 404, "uploads are not accepted here")
             return
         await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _has_valid_guest_token(scope: Scope) -> bool:

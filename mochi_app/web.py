@@ -9,6 +9,7 @@ import os
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from gradio.route_utils import API_PREFIX  # where Gradio mounts its routes under the page: /gradio_api
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -16,7 +17,7 @@ from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
-from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads
+from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
 from mochi_app.ui import CSS, build_ui
@@ -46,9 +47,19 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoUploads, prefix=API_PREFIX)
+    app.add_middleware(SameSiteWrites, allowed_origins=settings.cors_origins)
+    # Our CORS policy, on the parent app, is the only one: Gradio then adds no CORS headers of its own (it
+    # reflected any Origin, with credentials, wherever the host was not a localhost name).
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["authorization", "content-type"],
+    )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     if studio.callers.guests:
-        app.add_middleware(GuestCookie)
+        app.add_middleware(GuestCookie, embedded=settings.embedded)
     app.include_router(build_router(studio))
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)

@@ -172,3 +172,77 @@ def test_what_the_studio_writes_is_its_owners_alone(studio_app: RunningApp) -> N
     assert any(p.suffix == ".aof" or "appendonly" in p.name for p in written), written
     opened = [(p, oct(p.stat().st_mode & 0o777)) for p in written if p.stat().st_mode & 0o077]
     assert opened == []
+
+
+EVIL = "https://evil.example"
+CROSS_SITE = [
+    {"origin": EVIL, "sec-fetch-site": "cross-site"},
+    {"origin": EVIL},  # a browser without Fetch metadata
+    {"origin": "null"},  # a sandboxed iframe or a data: URL
+    {"sec-fetch-site": "cross-site"},  # a form post may send no Origin
+]
+
+
+@pytest.fixture
+def public(settings: Settings) -> Iterator[TestClient]:
+    """The web on a public address with guests, as on a Space or a server."""
+    with TestClient(
+        create_app(replace(settings, host="0.0.0.0", guests="on")), base_url="https://studio.example"
+    ) as http:
+        http.get("/", headers={"accept": "text/html"})  # a visitor's guest cookie
+        yield http
+
+
+@pytest.mark.parametrize("path", ["/generate", "/session", "/gradio_api/call/jobs", "/gradio_api/info", "/jobs/x"])
+def test_no_other_site_gets_a_cors_grant(public: TestClient, path: str) -> None:
+    preflight = public.options(path, headers={"origin": EVIL, "access-control-request-method": "POST"})
+    # Refused, with no Access-Control-Allow-Origin: the browser sends nothing after it.
+    assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
+    simple = public.get(path, headers={"origin": EVIL})
+    assert "access-control-allow-origin" not in simple.headers  # Gradio reflected any Origin here
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+def test_another_sites_page_can_plant_nothing_and_sign_nobody_in(
+    public: TestClient, headers: dict[str, str], redis: Redis
+) -> None:
+    mine = public.get("/session").json()["account"]
+    before = public.get(f"/jobs/{mine}").json()["jobs"]
+    _, key = AccountStore(redis).create(f"attacker-{uuid.uuid4().hex[:8]}")
+    attempts = [
+        public.post("/generate", json={"prompt": "planted"}, headers=headers),
+        public.post("/session", json={"api_key": key}, headers=headers),
+        public.delete("/session", headers=headers),
+        public.post("/gradio_api/call/submit", json={"data": ["planted"]}, headers=headers),
+        public.post("/gradio_api/call/jobs", json={"data": [20, None]}, headers=headers),
+    ]
+    assert [response.status_code for response in attempts] == [403] * len(attempts)
+    assert public.get("/session").json()["account"] == mine
+    assert public.get(f"/jobs/{mine}").json()["jobs"] == before
+
+
+def test_the_page_itself_scripts_and_allowed_origins_still_write(settings: Settings) -> None:
+    allowed = "https://app.example"
+    own = replace(settings, host="0.0.0.0", guests="on", cors_origins=(allowed,))
+    with TestClient(create_app(own), base_url="https://studio.example") as http:
+        http.get("/", headers={"accept": "text/html"})
+        page = {"origin": "https://studio.example", "sec-fetch-site": "same-origin"}
+        assert http.post("/generate", json={"prompt": "from the page"}, headers=page).status_code == 202
+        assert http.post("/generate", json={"prompt": "from a script"}).status_code == 202
+        grant = http.options("/generate", headers={"origin": allowed, "access-control-request-method": "POST"})
+        assert grant.headers["access-control-allow-origin"] == allowed
+        assert grant.headers["access-control-allow-credentials"] == "true"
+        other_site = {"origin": allowed, "sec-fetch-site": "cross-site"}
+        assert http.post("/generate", json={"prompt": "from the app"}, headers=other_site).status_code == 202
+
+
+def test_cookies_are_lax_unless_the_page_is_embedded_and_then_partitioned(settings: Settings) -> None:
+    with TestClient(
+        create_app(replace(settings, host="0.0.0.0", guests="on")), base_url="https://studio.example"
+    ) as http:
+        cookie = http.get("/", headers={"accept": "text/html"}).headers["set-cookie"]
+    assert "SameSite=Lax" in cookie and "HttpOnly" in cookie
+    space = replace(settings, host="0.0.0.0", guests="on", space_id="someone/studio")
+    with TestClient(create_app(space), base_url="https://someone-studio.hf.space") as http:
+        cookie = http.get("/", headers={"accept": "text/html"}).headers["set-cookie"]
+    assert "SameSite=None; Secure; Partitioned" in cookie
