@@ -390,6 +390,11 @@ def add_api(studio: Studio) -> None:
     @_user_errors
     def jobs(request: gr.Request, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
         """Your jobs, newest first; pass next_cursor back as cursor for the next page."""
+        # Gradio passes what the caller sent, typed or not: checked here, as REST's query parameters are.
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidRequest({"limit": f"limit must be an integer, got {limit!r}"})
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidRequest({"cursor": f"cursor must be text, got {cursor!r}"})
         return studio.jobs(account(request), limit, cursor).model_dump(mode="json")
 
     @_user_errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from redis import Redis
 from starlette.routing import Mount
 
@@ -233,3 +235,20 @@ def test_redis_away_means_503_with_a_clear_message(tmp_path: Path) -> None:
             assert response.status_code == 503
             assert response.json() == {"detail": "the job queue is unreachable right now; try again in a moment"}
             assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("limit", "cursor", "message"),
+    [
+        ("20", None, "limit must be an integer, got '20'"),
+        (2.5, None, "limit must be an integer, got 2.5"),
+        (True, None, "limit must be an integer, got True"),
+        (20, 123, "cursor must be text, got 123"),
+        (20, ["1"], "cursor must be text, got ['1']"),
+    ],
+)
+def test_the_jobs_event_refuses_wrongly_typed_arguments_with_a_message(
+    client: Client, limit: object, cursor: object, message: str
+) -> None:
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(limit, cursor, api_name="/jobs")
