@@ -123,7 +123,10 @@ class StartupReporter:
     def __init__(self, states: WorkerStates, worker_id: str) -> None:
         self.states = states
         self.state = WorkerState(worker_id=worker_id, stage=Stage.STARTING, updated_at=time.time())
+        # Held while a state is read and written, so the refresh thread can never write an older state
+        # over a newer one (a FAILED over by the STARTING it had read), nor one after the worker left.
         self._lock = threading.Lock()
+        self._stopped = False
         self._logged_at = 0.0
         self._refresh = threading.Event()
 
@@ -149,15 +152,19 @@ class StartupReporter:
 
     def _publish(self) -> None:
         with self._lock:
+            if self._stopped:
+                return
             state = self.state.model_copy(update={"updated_at": time.time()})
-        try:
-            self.states.publish(state)
-        except RedisError as exc:
-            log.warning("worker %s: could not publish its state (%s)", state.worker_id, exc)
+            try:
+                self.states.publish(state)
+            except RedisError as exc:
+                log.warning("worker %s: could not publish its state (%s)", state.worker_id, exc)
 
     def stop(self) -> None:
         """The worker is leaving: its state goes with it, unless it failed."""
         self._refresh.set()
-        if self.state.stage is not Stage.FAILED:
-            with contextlib.suppress(RedisError):  # else it lapses by itself within one TTL
-                self.states.remove(self.state.worker_id)
+        with self._lock:
+            self._stopped = True
+            if self.state.stage is not Stage.FAILED:
+                with contextlib.suppress(RedisError):  # else it lapses by itself within one TTL
+                    self.states.remove(self.state.worker_id)

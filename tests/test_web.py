@@ -177,11 +177,12 @@ def test_gradio_client_cancel_and_errors_read_like_rest(client: Client) -> None:
 def test_the_web_process_imports_neither_torch_nor_diffusers(module_settings: Settings) -> None:
     script = f"""
 import sys
+from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mochi_app.config import Settings
 from mochi_app.web import create_app
-settings = Settings(data_dir={str(module_settings.data_dir)!r}, redis_url={module_settings.redis_url!r})
+settings = Settings(data_dir=Path({str(module_settings.data_dir)!r}), redis_url={module_settings.redis_url!r})
 with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
     assert http.get("/").status_code == 200 and http.get("/healthz").status_code in (200, 503)
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "diffusers", "transformers")))
