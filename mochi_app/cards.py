@@ -9,7 +9,7 @@ from mochi_app.accounts import GUEST_PREFIX, HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
 from mochi_app.stages import Stage
-from mochi_app.worker_state import WorkerState
+from mochi_app.worker_state import WorkerState, headline
 
 STAGE_WORDS = {
     Stage.STARTING: "starting up",
@@ -54,15 +54,12 @@ def who_label(account: str | None) -> str:
 
 def model_banner(card: ModelCard | None, workers: list[WorkerState] | None = None) -> str:
     """Which model renders the jobs; until a worker is ready, how far the newest one has got, or why it failed."""
-    workers = workers or []
-    if not any(worker.stage is Stage.READY for worker in workers):
-        starting = [worker for worker in workers if worker.stage.is_starting]
-        if starting:
-            return _starting_banner(starting[-1])
-        failed = [worker for worker in workers if worker.stage is Stage.FAILED]
-        if failed:
-            reason = escape(sentence(failed[-1].detail or "it stopped"))
-            return f'<div class="banner error">No worker could start. {reason} Jobs wait in the queue meanwhile.</div>'
+    news = headline(workers or [])
+    if news is not None and news.stage is Stage.FAILED:
+        reason = escape(sentence(news.detail or "it stopped"))
+        return f'<div class="banner error">No worker could start. {reason} Jobs wait in the queue meanwhile.</div>'
+    if news is not None:
+        return _starting_banner(news)
     if card is None:
         return '<div class="banner warn">No worker has started yet. Jobs wait in the queue until one is ready.</div>'
     if card.is_tiny:

@@ -96,10 +96,7 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send, size: Any) -> None:
-        body = json.dumps({"detail": f"the request body is {size} bytes; the limit is {self.max_bytes}"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 413, f"the request body is {size} bytes; the limit is {self.max_bytes}")
 
 
 class SameSiteWrites:

@@ -94,8 +94,8 @@ class Studio:
         record = self.record(account_id, job_id)
         if record.status is not JobStatus.COMPLETED:
             raise JobConflict(f"job {job_id} is {record.status}; its video can be downloaded once it is COMPLETED")
-        path = recorded_video(self.settings.videos_dir, job_id, record.video_path)
-        if path is None or not path.is_file():
+        path = self._video_file(record)
+        if path is None:
             raise JobConflict(f"job {job_id} completed but its video file is gone")
         return path
 
@@ -147,12 +147,12 @@ class Studio:
             workers=[WorkerStatePublic.model_validate(state.model_dump()) for state in states],
         )
 
-    def _has_video(self, record: JobRecord) -> bool:
-        """COMPLETED with its file still there (a disk cleaned by hand, say, leaves no link to a 409)."""
+    def _video_file(self, record: JobRecord) -> Path | None:
+        """A COMPLETED job's video, while its file is there (a disk cleaned by hand, say, leaves none)."""
         if record.status is not JobStatus.COMPLETED:
-            return False
+            return None
         path = recorded_video(self.settings.videos_dir, record.job_id, record.video_path)
-        return path is not None and path.is_file()
+        return path if path is not None and path.is_file() else None
 
     def _public(self, record: JobRecord) -> JobPublic:
         pending = record.status is JobStatus.PENDING
@@ -173,7 +173,7 @@ class Studio:
             error=record.error,
             output=record.output,
             peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
-            download_url=download_path(record.job_id) if self._has_video(record) else None,
+            download_url=download_path(record.job_id) if self._video_file(record) is not None else None,
         )
 
 

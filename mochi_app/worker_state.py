@@ -91,17 +91,27 @@ class WorkerStates:
                 self.remove(state.worker_id)
 
 
-def why_not_ready(states: list[WorkerState]) -> str | None:
-    """Why no worker takes jobs yet (the newest news first), or None when one is ready."""
+def headline(states: list[WorkerState]) -> WorkerState | None:
+    """The state that says why no worker takes jobs: the newest of those starting, else the newest
+    failure; None when a worker is ready, or none has said anything (states are oldest first)."""
     if any(state.stage is Stage.READY for state in states):
         return None
     starting = [state for state in states if state.stage.is_starting]
-    if starting:
-        return f"no worker is ready yet: {starting[-1].describe()}"
     failed = [state for state in states if state.stage is Stage.FAILED]
-    if failed:
-        return f"no worker could start: {failed[-1].detail}"
-    return "no worker has started yet"
+    shown = starting or failed
+    return shown[-1] if shown else None
+
+
+def why_not_ready(states: list[WorkerState]) -> str | None:
+    """Why no worker takes jobs yet, in a sentence for /healthz; None when one is ready."""
+    if any(state.stage is Stage.READY for state in states):
+        return None
+    news = headline(states)
+    if news is None:
+        return "no worker has started yet"
+    if news.stage is Stage.FAILED:
+        return f"no worker could start: {news.detail}"
+    return f"no worker is ready yet: {news.describe()}"
 
 
 def _parse(raw: object) -> WorkerState | None:
