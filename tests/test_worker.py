@@ -74,7 +74,13 @@ def test_two_jobs_in_a_row_load_the_model_once(worker: Child, worker_queue: JobQ
 def test_the_worker_log_says_which_job_each_line_is_about(worker: Child, worker_queue: JobQueue) -> None:
     record = worker_queue.submit(new_account(), {"prompt": "a logged clip", **SMALL, "num_frames": 7})
     assert finished(worker_queue, record.job_id).status is JobStatus.COMPLETED
-    about = [line for line in worker.log.splitlines() if f"job {record.job_id}:" in line]
+
+    def lines_about_it() -> list[str]:
+        return [line for line in worker.log.splitlines() if f"job {record.job_id}:" in line]
+
+    # The worker logs "completed" just after it writes the record, so wait for the line itself.
+    wait_for(lambda: any("completed" in line for line in lines_about_it()), 60, "the job's completed line")
+    about = lines_about_it()
     assert len(about) == 2 and "running" in about[0] and "completed" in about[1], about
     assert all(f" job={record.job_id}: job {record.job_id}: " in line for line in about), about
     assert all(" job=-: " in line for line in worker.log.splitlines() if "ready on queue" in line)
