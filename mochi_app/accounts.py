@@ -20,25 +20,27 @@ from redis import Redis
 from starlette.requests import cookie_parser
 
 from mochi_app.config import Settings, SettingsError
+from mochi_app.guests import GUEST_COOKIE, GUEST_PREFIX, GUEST_SECRET_FILE, GuestTokens, load_secret
 
 ACCOUNTS_KEY = "accounts"  # hash: account name -> Account JSON
 KEY_PREFIX = "mochi_"
-GUEST_COOKIE = "mochi_guest"
 KEY_COOKIE = "mochi_key"
 # With no key, on a loopback address, requests act for the machine's owner (the laptop demo).
 LOCAL_ACCOUNT = "local"
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-GUEST_PREFIX = "guest-"
-GUEST_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 HUGGING_FACE_PREFIX = "hf-"
 RESERVED_NAMES = frozenset({LOCAL_ACCOUNT})
 RESERVED_PREFIXES = (GUEST_PREFIX, HUGGING_FACE_PREFIX)  # ids made from other credentials: no key may claim one
+FREE_ACCOUNT_PREFIXES = RESERVED_PREFIXES  # accounts anyone can make for themselves, as many as they like
 # Gradio's "Sign in with Hugging Face" keeps the user in Starlette's session cookie, signed with a
 # hash of the Space's OAuth secret, for Starlette's default two weeks.
 HF_SESSION_COOKIE = "session"
 HF_SESSION_MAX_AGE_S = 14 * 24 * 3600
 # Headers a reverse proxy adds: a request that carries one came from somewhere else, not from this machine.
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
+SIGNED_OUT = "this browser's API key is no longer valid (it was revoked): sign out, then sign in with a new key"
 
 
 class AccountError(ValueError):
@@ -69,15 +71,6 @@ def key_digest(key: str) -> str:
 
 def apikey_key(digest: str) -> str:
     return f"apikey:{digest}"
-
-
-def new_guest_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def guest_account(token: str) -> str:
-    """A guest's account id: derived from the browser's token, which is itself never stored."""
-    return GUEST_PREFIX + key_digest(token)[:32]
 
 
 def is_loopback(host: str) -> bool:
@@ -177,6 +170,7 @@ class Callers:
         self.host = settings.host
         self.loopback = is_loopback(settings.host)
         self.guests = settings.guests == "on" or (settings.guests == "auto" and not self.loopback)
+        self.guest_tokens = GuestTokens(load_secret(settings.data_dir / GUEST_SECRET_FILE)) if self.guests else None
         secret = settings.oauth_client_secret if settings.hugging_face_sign_in else None
         self.hugging_face = HuggingFaceSessions(secret) if secret else None
 
@@ -190,13 +184,16 @@ class Callers:
                 raise NotSignedIn("that API key is not valid: it is mistyped or was revoked")
             return account.name
         jar = cookies(headers.get("cookie", ""))
-        if (signed_in := jar.get(KEY_COOKIE)) and (account := self.accounts.by_key(signed_in)):
-            return account.name
+        if signed_in := jar.get(KEY_COOKIE):
+            # A browser signed in with a key that stopped working is told so, not quietly made someone else.
+            if account := self.accounts.by_key(signed_in):
+                return account.name
+            raise NotSignedIn(SIGNED_OUT)
         session = jar.get(HF_SESSION_COOKIE)
         if self.hugging_face and session and (hugging_face_account := self.hugging_face.account(session)):
             return hugging_face_account
-        if self.guests and (token := jar.get(GUEST_COOKIE)) and GUEST_TOKEN.fullmatch(token):
-            return guest_account(token)
+        if self.guest_tokens and (token := jar.get(GUEST_COOKIE)) and (guest := self.guest_tokens.account(token)):
+            return guest
         if self.loopback and not any(name in headers for name in FORWARDING_HEADERS):
             return LOCAL_ACCOUNT
         raise NotSignedIn("sign in: send the header 'Authorization: Bearer YOUR_API_KEY'")

@@ -53,9 +53,11 @@ def build_router(studio: Studio) -> APIRouter:
     embedded = studio.settings.embedded
 
     @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
-    def generate(params: Annotated[dict[str, Any], Body()], account: CurrentAccount, response: Response) -> JobPublic:
+    def generate(
+        params: Annotated[dict[str, Any], Body()], account: CurrentAccount, request: Request, response: Response
+    ) -> JobPublic:
         """Queue a prompt; answers at once with the job id."""
-        job = studio.submit(account, params)
+        job = studio.submit(account, params, request.client.host if request.client else None)
         response.headers["Location"] = f"/status/{job.job_id}"
         return job
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from html import escape
 
-from mochi_app.accounts import GUEST_PREFIX, HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
+from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
+from mochi_app.guests import GUEST_PREFIX
 from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
 from mochi_app.stages import Stage

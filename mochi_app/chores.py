@@ -18,10 +18,12 @@ def start_chores(queue: JobQueue) -> list[threading.Event]:
     """
     settings = queue.settings
     stops = [run_every(settings.heartbeat_ttl_s / 2, Reaper(queue), "reaper")]
-    if settings.retention_days:
+    if settings.retention_days or settings.guest_retention_days:
 
         def expire() -> int:
-            return expire_finished_jobs(queue.store, settings.videos_dir, settings.retention_days)
+            store, videos_dir = queue.store, settings.videos_dir
+            guests = expire_finished_jobs(store, videos_dir, settings.guest_retention_days, guests_only=True)
+            return guests + expire_finished_jobs(store, videos_dir, settings.retention_days)
 
         stops.append(run_every(RETENTION_CHECK_S, expire, "retention"))
     return stops

@@ -70,11 +70,17 @@ class Settings:
     port: int = 7860
     guests: Guests = "auto"  # auto: a guest account per browser on public addresses, the local owner on loopback
     max_pending_jobs: int = 10  # per account
+    # Per address, for the accounts anyone can make (guests, Hugging Face): one client with many of them
+    # still waits its turn.
+    max_pending_jobs_per_address: int = 20
+    max_queued_jobs: int = 100  # waiting jobs in all; past it, submits get 429 until workers catch up
+    new_guests_per_hour: int = 30  # new guest accounts one address may be given in an hour
     submits_per_minute: int = 30  # per account
     max_request_bytes: int = 64 * 1024
     heartbeat_ttl_s: int = 15  # a RUNNING job whose worker has not beaten for this long is recovered
     stop_grace_s: int = 30  # a stopping worker's job may run this long before it goes back on the queue
     retention_days: int = 0  # finished jobs and their videos are deleted this long after they end; 0 keeps them
+    guest_retention_days: int = 7  # the same for guests' jobs (whichever is sooner); 0 keeps them
     compile_blocks: Switch = "auto"  # torch.compile the transformer blocks; auto: on CUDA only
     batched_attention: bool = True  # one attention call per block for the whole batch (lossless)
     step_cache: float = 0.0  # FirstBlockCache threshold; skips work and changes the output, so 0 (off)
@@ -139,11 +145,15 @@ class Settings:
             port=read.integer("MOCHI_PORT", read.integer("GRADIO_SERVER_PORT", 7860, 1, MAX_PORT), 1, MAX_PORT),
             guests=cast(Guests, read.choice("MOCHI_GUESTS", "auto", SWITCH_CHOICES)),
             max_pending_jobs=read.integer("MOCHI_MAX_PENDING_JOBS", 10, minimum=1),
+            max_pending_jobs_per_address=read.integer("MOCHI_MAX_PENDING_JOBS_PER_ADDRESS", 20, minimum=1),
+            max_queued_jobs=read.integer("MOCHI_MAX_QUEUED_JOBS", 100, minimum=1),
+            new_guests_per_hour=read.integer("MOCHI_NEW_GUESTS_PER_HOUR", 30, minimum=1),
             submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
             max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
             heartbeat_ttl_s=read.integer("MOCHI_HEARTBEAT_TTL_S", 15, minimum=2),
             stop_grace_s=read.integer("MOCHI_STOP_GRACE_S", 30, minimum=0),
             retention_days=read.integer("MOCHI_RETENTION_DAYS", 0, minimum=0),
+            guest_retention_days=read.integer("MOCHI_GUEST_RETENTION_DAYS", 7, minimum=0),
             compile_blocks=cast(Switch, read.choice("MOCHI_COMPILE", "auto", SWITCH_CHOICES)),
             batched_attention=read.boolean("MOCHI_BATCHED_ATTENTION", True),
             step_cache=read.number("MOCHI_STEP_CACHE", 0.0, minimum=0.0),

@@ -6,10 +6,13 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mochi_app.accounts import GUEST_COOKIE, GUEST_TOKEN, cookies, new_guest_token
+from mochi_app.accounts import cookies
+from mochi_app.guests import GUEST_COOKIE, GuestTokens, NewGuestLimit
 
 GUEST_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,17 +37,24 @@ def cookie_header(name: str, value: str, scope: Scope, max_age_s: int, embedded:
 
 
 class GuestCookie:
-    """Gives a browser that opens the page without a valid guest token a new, unguessable one."""
+    """Gives a browser that opens the page without a valid guest token a new, signed one, as many in an
+    hour as `limit` allows its address; past that, the page load gets 429."""
 
-    def __init__(self, app: ASGIApp, embedded: bool) -> None:
+    def __init__(self, app: ASGIApp, tokens: GuestTokens, limit: NewGuestLimit, embedded: bool) -> None:
         self.app = app
+        self.tokens = tokens
+        self.limit = limit
         self.embedded = embedded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _is_page_load(scope) or _has_valid_guest_token(scope):
+        if not _is_page_load(scope) or self._has_valid_token(scope):
             await self.app(scope, receive, send)
             return
-        token = new_guest_token()
+        if wait_s := await run_in_threadpool(self._wait_s, scope):
+            detail = f"too many new guests from your address this hour; try again in {wait_s} s, or sign in"
+            await _answer(send, 429, detail, [(b"retry-after", str(wait_s).encode())])
+            return
+        token = self.tokens.mint()
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -61,6 +71,19 @@ class GuestCookie:
         others = [(name, value) for name, value in scope["headers"] if name != b"cookie"]
         scope = dict(scope, headers=[*others, (b"cookie", cookie.encode("latin-1", errors="replace"))])
         await self.app(scope, receive, send_with_cookie)
+
+    def _has_valid_token(self, scope: Scope) -> bool:
+        token = cookies(Headers(scope=scope).get("cookie", "")).get(GUEST_COOKIE)
+        return token is not None and self.tokens.account(token) is not None
+
+    def _wait_s(self, scope: Scope) -> int:
+        client = scope.get("client")
+        if client is None:
+            return 0
+        try:
+            return self.limit.wait_s(client[0])
+        except RedisError:
+            return 0  # the queue is down: nothing can be submitted, and the page says so
 
 
 class BodySizeLimit:
@@ -142,16 +165,11 @@ class NoUploads:
         await self.app(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
+async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _has_valid_guest_token(scope: Scope) -> bool:
-    token = cookies(Headers(scope=scope).get("cookie", "")).get(GUEST_COOKIE)
-    return token is not None and GUEST_TOKEN.fullmatch(token) is not None
 
 
 def _is_page_load(scope: Scope) -> bool:

@@ -19,7 +19,9 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import cancel_job
 from rq.serializers import JSONSerializer
 
+from mochi_app.accounts import FREE_ACCOUNT_PREFIXES
 from mochi_app.config import Settings
+from mochi_app.guests import address_group
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress, TokenCounter
 from mochi_app.store import JobStore, job_key
 
@@ -81,11 +83,12 @@ class JobQueue:
         self.store = JobStore(redis)
         self.rq = rq_queue(redis, settings)
 
-    def submit(self, account_id: str, params: Mapping[str, Any]) -> JobRecord:
+    def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobRecord:
         """Validate `params`, then record a PENDING job and enqueue it in one Redis transaction.
 
-        Raises InvalidRequest when a parameter breaks a rule, and TooBusy when the account is over
-        its pending-jobs or submit-rate limit; either way nothing is enqueued.
+        `address` is the client's (see guests.address_group). Raises InvalidRequest when a parameter breaks
+        a rule, and TooBusy when the queue is full or the account, or its address, is over a limit; either
+        way nothing is enqueued.
         """
         request = GenerationRequest.parse(params, self.settings.limits, self.count_tokens)
         self._count_submit(account_id)
@@ -93,6 +96,7 @@ class JobQueue:
         record = JobRecord(
             job_id=job_id,
             account_id=account_id,
+            address=None if address is None else address_group(address),
             request=request,
             num_frames=request.rendered_num_frames,
             created_at=time.time(),
@@ -117,14 +121,9 @@ class JobQueue:
         """
         pipe.watch(self.rq.key)  # type: ignore[no-untyped-call]
         waiting = [raw.decode() if isinstance(raw, bytes) else raw for raw in pipe.lrange(self.rq.key, 0, -1)]
-        owners = self._owners(pipe, waiting)
-        mine = owners.count(record.account_id)
-        if mine >= self.settings.max_pending_jobs:
-            raise TooBusy(
-                f"you have {mine} jobs waiting; the limit is {self.settings.max_pending_jobs} per account. "
-                "Wait for one to start, or cancel one.",
-                retry_after_s=5,
-            )
+        submitters = self._submitters(pipe, waiting)
+        owners = [owner for owner, _ in submitters]
+        self._check_room(record, owners, [address for _, address in submitters])
         pivot = fair_slot(waiting, owners, record.account_id)
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)
@@ -247,10 +246,42 @@ class JobQueue:
             log.warning("job %s: put back at the front of the queue", job_id, extra={"job_id": job_id})
         return requeued
 
+    def _check_room(self, record: JobRecord, owners: list[str], addresses: list[str | None]) -> None:
+        """TooBusy when the queue is full, or the account or (for accounts anyone can make) its address
+        has as many jobs waiting as it may."""
+        settings = self.settings
+        if len(owners) >= settings.max_queued_jobs:
+            raise TooBusy(
+                f"the queue is full: {len(owners)} jobs are waiting, the most it takes. Try again in a few minutes.",
+                retry_after_s=60,
+            )
+        mine = owners.count(record.account_id)
+        if mine >= settings.max_pending_jobs:
+            raise TooBusy(
+                f"you have {mine} jobs waiting; the limit is {settings.max_pending_jobs} per account. "
+                "Wait for one to start, or cancel one.",
+                retry_after_s=5,
+            )
+        if record.address is None or not record.account_id.startswith(FREE_ACCOUNT_PREFIXES):
+            return
+        here = sum(
+            1
+            for owner, address in zip(owners, addresses, strict=True)
+            if address == record.address and owner.startswith(FREE_ACCOUNT_PREFIXES)
+        )
+        if here >= settings.max_pending_jobs_per_address:
+            raise TooBusy(
+                f"{here} jobs from your address are waiting; the limit is {settings.max_pending_jobs_per_address} "
+                "per address for guests. Wait for one to start, or sign in with an API key.",
+                retry_after_s=5,
+            )
+
     @staticmethod
-    def _owners(pipe: Pipeline, job_ids: list[str]) -> list[str]:
+    def _submitters(pipe: Pipeline, job_ids: list[str]) -> list[tuple[str, str | None]]:
+        """Each waiting job's account and address."""
         raws = pipe.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []
-        return [json.loads(raw)["account_id"] if raw is not None else "" for raw in raws]
+        records = [json.loads(raw) if raw is not None else {} for raw in raws]
+        return [(record.get("account_id", ""), record.get("address")) for record in records]
 
     def _count_submit(self, account_id: str) -> None:
         """At most `submits_per_minute` submits per account in each minute."""

@@ -23,13 +23,16 @@ def remove_job(store: JobStore, videos_dir: Path, record: JobRecord) -> None:
     store.delete(record.job_id, record.account_id)
 
 
-def expire_finished_jobs(store: JobStore, videos_dir: Path, retention_days: int, now: float | None = None) -> int:
-    """Remove every job that ended more than `retention_days` ago (0 keeps them all); returns how many."""
+def expire_finished_jobs(
+    store: JobStore, videos_dir: Path, retention_days: int, now: float | None = None, guests_only: bool = False
+) -> int:
+    """Remove every job (or guest's job) that ended more than `retention_days` ago (0 keeps them all);
+    returns how many."""
     if retention_days == 0:
         return 0
     cutoff = (time.time() if now is None else now) - retention_days * DAY_S
     removed = 0
-    while job_ids := store.finished_before(cutoff, EXPIRY_BATCH):
+    while job_ids := store.finished_before(cutoff, EXPIRY_BATCH, guests_only):
         for job_id in job_ids:
             record = store.get(job_id)
             if record is None:
@@ -38,5 +41,6 @@ def expire_finished_jobs(store: JobStore, videos_dir: Path, retention_days: int,
                 remove_job(store, videos_dir, record)
             removed += 1
     if removed:
-        log.info("retention: removed %d job(s) that ended over %d day(s) ago", removed, retention_days)
+        whose = "guests' job(s)" if guests_only else "job(s)"
+        log.info("retention: removed %d %s that ended over %d day(s) ago", removed, whose, retention_days)
     return removed

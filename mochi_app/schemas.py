@@ -238,6 +238,7 @@ class JobRecord(BaseModel):
 
     job_id: str
     account_id: str
+    address: str | None = None  # the submitter's (an IPv4 address or IPv6 /64), for the per-address limit
     status: JobStatus = JobStatus.PENDING
     request: GenerationRequest
     num_frames: int  # what will be rendered; request.num_frames is what was asked

@@ -10,6 +10,7 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
+from mochi_app.guests import GUEST_PREFIX
 from mochi_app.metrics import record_change
 from mochi_app.schemas import InvalidRequest, JobRecord, JobStatus
 
@@ -28,6 +29,7 @@ def account_jobs_key(account_id: str) -> str:
 
 RUNNING_KEY = "jobs:running"  # a set of the ids of RUNNING jobs, kept in step with each record's status
 FINISHED_KEY = "jobs:finished"  # ended jobs' ids by finished_at, for expiring them after the retention period
+GUESTS_FINISHED_KEY = "jobs:finished:guests"  # the same for guests' jobs, which have a retention period of their own
 
 
 def _score(record: JobRecord) -> int:
@@ -42,6 +44,10 @@ def _cursor_bound(cursor: str | None) -> str:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 20):
         raise InvalidRequest({"cursor": f"cursor must be a next_cursor value from a previous page, got {cursor!r}"})
     return f"({cursor}"
+
+
+def _finished_keys(record: JobRecord) -> tuple[str, ...]:
+    return (FINISHED_KEY, GUESTS_FINISHED_KEY) if record.account_id.startswith(GUEST_PREFIX) else (FINISHED_KEY,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +101,13 @@ class JobStore:
                 pipe.sadd(RUNNING_KEY, job_id)
             else:
                 pipe.srem(RUNNING_KEY, job_id)
+            finished_keys = _finished_keys(changed)
             if changed.status.is_terminal:
-                pipe.zadd(FINISHED_KEY, {job_id: changed.finished_at or time.time()})
+                for finished_key in finished_keys:
+                    pipe.zadd(finished_key, {job_id: changed.finished_at or time.time()})
             else:
                 pipe.zrem(FINISHED_KEY, job_id)
+                pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             record_change(pipe, current.status, changed)
             if along_with is not None:
                 along_with(pipe, changed)
@@ -128,9 +137,10 @@ class JobStore:
     def running_count(self) -> int:
         return int(self.redis.scard(RUNNING_KEY))
 
-    def finished_before(self, cutoff: float, limit: int) -> list[str]:
-        """Ids of up to `limit` jobs that ended before `cutoff` (a Unix time), oldest first."""
-        raws = self.redis.zrangebyscore(FINISHED_KEY, "-inf", f"({cutoff}", start=0, num=limit)
+    def finished_before(self, cutoff: float, limit: int, guests_only: bool = False) -> list[str]:
+        """Ids of up to `limit` jobs (or guests' jobs) that ended before `cutoff` (a Unix time), oldest first."""
+        key = GUESTS_FINISHED_KEY if guests_only else FINISHED_KEY
+        raws = self.redis.zrangebyscore(key, "-inf", f"({cutoff}", start=0, num=limit)
         return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in raws]
 
     def delete(self, job_id: str, account_id: str | None) -> None:
@@ -139,6 +149,7 @@ class JobStore:
             pipe.delete(job_key(job_id))
             pipe.srem(RUNNING_KEY, job_id)
             pipe.zrem(FINISHED_KEY, job_id)
+            pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             if account_id is not None:
                 pipe.zrem(account_jobs_key(account_id), job_id)
             pipe.execute()

@@ -71,9 +71,9 @@ class Studio:
         self.callers = Callers(self.accounts, settings)
         self.worker_states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
 
-    def submit(self, account_id: str, params: Mapping[str, Any]) -> JobPublic:
-        """Validate and enqueue; raises InvalidRequest naming each bad field."""
-        return self._public(self.queue.submit(account_id, params))
+    def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobPublic:
+        """Validate and enqueue for a client at `address`; raises InvalidRequest naming each bad field."""
+        return self._public(self.queue.submit(account_id, params, address))
 
     def record(self, account_id: str, job_id: str) -> JobRecord:
         """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""

@@ -85,6 +85,12 @@ def account_of(studio: Studio, request: gr.Request) -> str:
     return studio.callers.account_for(request.headers)
 
 
+def address_of(request: gr.Request) -> str | None:
+    """The client's address, as the per-address limits count it."""
+    client = request.client
+    return client.host if client is not None else None
+
+
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
     page: gr.Blocks
@@ -287,7 +293,7 @@ class StudioPage:
             "seed": None if random_seed else seed,
             "fps": fps,
         }
-        job = self.studio.submit(self.account(request), params)
+        job = self.studio.submit(self.account(request), params, address_of(request))
         gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
         return job.job_id, job.request.seed, job.request.seed, [None]
 
@@ -380,7 +386,7 @@ def add_api(studio: Studio) -> None:
             "seed": seed,
             "fps": fps,
         }
-        return studio.submit(account(request), params).model_dump(mode="json")
+        return studio.submit(account(request), params, address_of(request)).model_dump(mode="json")
 
     @_user_errors
     def status(request: gr.Request, job_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
+from mochi_app.guests import NewGuestLimit
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
@@ -58,8 +59,9 @@ def create_app(settings: Settings) -> FastAPI:
         allow_headers=["authorization", "content-type"],
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
-    if studio.callers.guests:
-        app.add_middleware(GuestCookie, embedded=settings.embedded)
+    if studio.callers.guest_tokens:
+        limit = NewGuestLimit(redis, settings.new_guests_per_hour)
+        app.add_middleware(GuestCookie, tokens=studio.callers.guest_tokens, limit=limit, embedded=settings.embedded)
     app.include_router(build_router(studio))
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)

@@ -16,6 +16,7 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.guests import GUEST_COOKIE
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
 from mochi_app.redis_server import free_loopback_port as free_port
@@ -25,7 +26,13 @@ from mochi_app.tokens import TokenCounter
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_frames": 31, "height": 96, "width": 160, "num_inference_steps": 4}
 # Per-account limits high enough that tests sharing an account never meet them by accident.
-GENEROUS = {"max_pending_jobs": 100, "submits_per_minute": 10_000}
+GENEROUS = {
+    "max_pending_jobs": 100,
+    "submits_per_minute": 10_000,
+    "max_pending_jobs_per_address": 10_000,
+    "max_queued_jobs": 10_000,
+    "new_guests_per_hour": 10_000,
+}
 # Big enough that denoising takes a few seconds on a CPU, so a cancel or a crash can land mid-run.
 SLOW = {"num_frames": 61, "height": 256, "width": 256, "num_inference_steps": 100}
 
@@ -44,6 +51,13 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def guest_cookie(url: str) -> str:
+    """A new guest's token, as a browser gets one: by opening the page."""
+    page = httpx.get(f"{url}/", headers={"accept": "text/html"})
+    assert page.status_code == 200, page.text
+    return page.cookies[GUEST_COOKIE]
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +136,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         MOCHI_JOB_TIMEOUT_S=str(settings.job_timeout_s),
         MOCHI_MAX_PENDING_JOBS=str(settings.max_pending_jobs),
         MOCHI_SUBMITS_PER_MINUTE=str(settings.submits_per_minute),
+        MOCHI_MAX_PENDING_JOBS_PER_ADDRESS=str(settings.max_pending_jobs_per_address),
+        MOCHI_MAX_QUEUED_JOBS=str(settings.max_queued_jobs),
+        MOCHI_NEW_GUESTS_PER_HOUR=str(settings.new_guests_per_hour),
         MOCHI_GUESTS=settings.guests,
         MOCHI_HEARTBEAT_TTL_S=str(settings.heartbeat_ttl_s),
         MOCHI_STOP_GRACE_S=str(settings.stop_grace_s),

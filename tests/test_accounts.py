@@ -10,7 +10,6 @@ import pytest
 from redis import Redis
 
 from mochi_app.accounts import (
-    GUEST_COOKIE,
     KEY_COOKIE,
     LOCAL_ACCOUNT,
     AccountError,
@@ -18,11 +17,10 @@ from mochi_app.accounts import (
     Callers,
     NobodyCanSignIn,
     NotSignedIn,
-    guest_account,
     is_loopback,
-    new_guest_token,
 )
 from mochi_app.config import Settings
+from mochi_app.guests import GUEST_COOKIE, GuestTokens
 from mochi_app.redis_server import EmbeddedServer
 
 
@@ -35,8 +33,13 @@ def accounts(redis: Redis) -> AccountStore:
     return AccountStore(redis)
 
 
-def callers(accounts: AccountStore, host: str = "0.0.0.0", guests: str = "auto") -> Callers:
-    return Callers(accounts, replace(Settings(), host=host, guests=guests))  # type: ignore[arg-type]
+def callers(accounts: AccountStore, data_dir: Path, host: str = "0.0.0.0", guests: str = "auto") -> Callers:
+    return Callers(accounts, replace(Settings(), data_dir=data_dir, host=host, guests=guests))  # type: ignore[arg-type]
+
+
+def tokens(callers: Callers) -> GuestTokens:
+    assert callers.guest_tokens is not None
+    return callers.guest_tokens
 
 
 def test_a_key_is_shown_once_and_opens_only_its_account(accounts: AccountStore) -> None:
@@ -82,15 +85,17 @@ def test_no_key_is_stored_in_plaintext(accounts: AccountStore, redis: Redis, red
         assert key.removeprefix("mochi_").encode() not in stored
 
 
-def test_who_a_request_acts_for(accounts: AccountStore) -> None:
+def test_who_a_request_acts_for(accounts: AccountStore, tmp_path: Path) -> None:
     name = fresh_name()
     _, key = accounts.create(name)
-    public = callers(accounts)
+    public = callers(accounts, tmp_path)
     assert public.account_for({"authorization": f"Bearer {key}"}) == name
     assert public.account_for({"cookie": f"{KEY_COOKIE}={key}"}) == name
-    token = new_guest_token()
-    assert public.account_for({"cookie": f"{GUEST_COOKIE}={token}"}) == guest_account(token)
-    assert guest_account(token) != guest_account(new_guest_token())
+    token = tokens(public).mint()
+    guest = public.account_for({"cookie": f"{GUEST_COOKIE}={token}"})
+    assert guest.startswith("guest-") and guest != public.account_for(
+        {"cookie": f"{GUEST_COOKIE}={tokens(public).mint()}"}
+    )
     with pytest.raises(NotSignedIn, match="that API key is not valid"):
         public.account_for({"authorization": "Bearer mochi_wrong"})
     with pytest.raises(NotSignedIn, match="that API key is not valid"):
@@ -101,14 +106,14 @@ def test_who_a_request_acts_for(accounts: AccountStore) -> None:
         public.account_for({"cookie": f"{GUEST_COOKIE}=short"})
 
 
-def test_loopback_without_a_key_is_the_local_owner(accounts: AccountStore) -> None:
-    laptop = callers(accounts, host="127.0.0.1")
+def test_loopback_without_a_key_is_the_local_owner(accounts: AccountStore, tmp_path: Path) -> None:
+    laptop = callers(accounts, tmp_path, host="127.0.0.1")
     assert laptop.account_for({}) == LOCAL_ACCOUNT
     assert not laptop.guests
-    assert laptop.account_for({"cookie": f"{GUEST_COOKIE}={new_guest_token()}"}) == LOCAL_ACCOUNT
-    with_guests = callers(accounts, host="127.0.0.1", guests="on")
-    token = new_guest_token()
-    assert with_guests.account_for({"cookie": f"{GUEST_COOKIE}={token}"}) == guest_account(token)
+    with_guests = callers(accounts, tmp_path, host="127.0.0.1", guests="on")
+    token = tokens(with_guests).mint()
+    assert laptop.account_for({"cookie": f"{GUEST_COOKIE}={token}"}) == LOCAL_ACCOUNT
+    assert with_guests.account_for({"cookie": f"{GUEST_COOKIE}={token}"}) == tokens(with_guests).account(token)
     assert [is_loopback(host) for host in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "example.com")] == [
         True, True, True, False, False,
     ]  # fmt: skip
@@ -119,10 +124,10 @@ def test_a_public_address_nobody_could_use_is_refused(tmp_path: Path) -> None:
     try:
         empty = AccountStore(Redis.from_url(server.start()))
         with pytest.raises(NobodyCanSignIn, match=r"refusing to listen on 0\.0\.0\.0: guest accounts are off"):
-            callers(empty, guests="off").ensure_someone_can_sign_in()
-        callers(empty, guests="auto").ensure_someone_can_sign_in()
-        callers(empty, host="127.0.0.1", guests="off").ensure_someone_can_sign_in()
+            callers(empty, tmp_path, guests="off").ensure_someone_can_sign_in()
+        callers(empty, tmp_path, guests="auto").ensure_someone_can_sign_in()
+        callers(empty, tmp_path, host="127.0.0.1", guests="off").ensure_someone_can_sign_in()
         empty.create(fresh_name())
-        callers(empty, guests="off").ensure_someone_can_sign_in()
+        callers(empty, tmp_path, guests="off").ensure_someone_can_sign_in()
     finally:
         server.stop()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
+import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,14 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from mochi_app.accounts import GUEST_COOKIE, KEY_COOKIE, LOCAL_ACCOUNT, AccountStore, guest_account, new_guest_token
+from mochi_app.accounts import KEY_COOKIE, LOCAL_ACCOUNT, AccountStore
 from mochi_app.config import Limits, Settings
+from mochi_app.guests import GUEST_COOKIE, GUEST_SECRET_FILE, BadGuestSecret, GuestTokens, address_group, load_secret
+from mochi_app.queue import JobQueue, TooBusy
 from mochi_app.schemas import GenerationRequest, InvalidRequest, JobStatus
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
+from mochi_app.tokens import TokenCounter
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
-from tests.conftest import RunningApp, free_port, start_worker, wait_for
+from tests.conftest import RunningApp, free_port, new_account, start_worker, wait_for
 
 REBINDING_HOSTS = [
     "rebind.attacker.test",
@@ -85,26 +93,27 @@ ODD_COOKIES = ['prefs={"theme": "dark"}', "note=a b", "path=C:\\\\x", "name=Zoë
 @pytest.mark.parametrize("odd", ODD_COOKIES)
 def test_an_odd_cookie_before_ours_does_not_erase_the_identity(settings: Settings, redis: Redis, odd: str) -> None:
     account, key = AccountStore(redis).create(f"odd-{uuid.uuid4().hex[:8]}")
-    token = new_guest_token()
-    public = replace(settings, host="0.0.0.0", guests="on")
-    with TestClient(create_app(public), base_url="http://studio.example") as http:
+    public = create_app(replace(settings, host="0.0.0.0", guests="on"))
+    guest_tokens = public.state.studio.callers.guest_tokens
+    token = guest_tokens.mint()
+    with TestClient(public, base_url="http://studio.example") as http:
         as_guest = http.get("/session", headers={"cookie": f"{odd}; {GUEST_COOKIE}={token}".encode()}).json()
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         signed_in = http.get("/session", headers={"cookie": f"{odd}; {KEY_COOKIE}={key}".encode()}).json()
-    assert as_guest == {"account": guest_account(token)}
+    assert as_guest == {"account": guest_tokens.account(token)}
     assert signed_in == {"account": account.name}  # not silently the local owner
 
 
 @pytest.mark.parametrize("bad", ["short", "x" * 65, "a b c", "", "ünïcødé" * 6])
 def test_a_page_load_with_an_invalid_guest_token_gets_a_new_one(settings: Settings, bad: str) -> None:
-    public = replace(settings, host="0.0.0.0", guests="on")
-    with TestClient(create_app(public), base_url="http://studio.example") as http:
+    public = create_app(replace(settings, host="0.0.0.0", guests="on"))
+    with TestClient(public, base_url="http://studio.example") as http:
         page = http.get("/", headers={"accept": "text/html", "cookie": f"{GUEST_COOKIE}={bad}".encode()})
         assert page.status_code == 200
         issued = page.cookies.get(GUEST_COOKIE)
         assert issued and issued != bad
         assert http.get("/session", headers={"cookie": f"{GUEST_COOKIE}={issued}"}).json() == {
-            "account": guest_account(issued)
+            "account": public.state.studio.callers.guest_tokens.account(issued)
         }
 
 
@@ -246,3 +255,124 @@ def test_cookies_are_lax_unless_the_page_is_embedded_and_then_partitioned(settin
     with TestClient(create_app(space), base_url="https://someone-studio.hf.space") as http:
         cookie = http.get("/", headers={"accept": "text/html"}).headers["set-cookie"]
     assert "SameSite=None; Secure; Partitioned" in cookie
+
+
+@pytest.fixture
+def public_web(settings: Settings) -> Iterator[TestClient]:
+    """The web on a public bind with guests, as on a Space or behind a proxy."""
+    with TestClient(
+        create_app(replace(settings, host="0.0.0.0", guests="on")), base_url="http://studio.example"
+    ) as http:
+        yield http
+
+
+def forged_tokens(real: str) -> list[str]:
+    """What an attacker tries in place of a token this server signed."""
+    nonce, signature = real.split(".")
+    flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+    return [
+        secrets.token_urlsafe(32),  # the old, unsigned kind: any 32-64 characters
+        f"{secrets.token_urlsafe(24)}.{signature}",  # another nonce with a real signature
+        f"{nonce}.{flipped}",  # a signature one character off
+        GuestTokens(secrets.token_bytes(32)).mint(),  # signed with another secret
+        f"{nonce}.{signature}.{signature}",
+        f"{nonce}{signature}",
+        nonce,
+    ]
+
+
+def test_a_forged_or_unsigned_guest_token_is_a_stranger(public_web: TestClient) -> None:
+    real = public_web.get("/", headers={"accept": "text/html"}).cookies[GUEST_COOKIE]
+    public_web.cookies.clear()
+    me = public_web.get("/session", cookies={GUEST_COOKIE: real}).json()["account"]
+    assert me.startswith("guest-")
+    for forged in forged_tokens(real):
+        cookie = {"cookie": f"{GUEST_COOKIE}={forged}"}
+        assert public_web.get("/session", headers=cookie).json() == {"account": None}, forged
+        assert public_web.post("/generate", json={"prompt": "a cat"}, headers=cookie).status_code == 401, forged
+        assert public_web.get(f"/jobs/{me}", headers=cookie).status_code == 401, forged
+        page = public_web.get("/", headers={"accept": "text/html", **cookie})
+        assert page.cookies[GUEST_COOKIE] not in {forged, real}  # a page load makes it a new guest
+        public_web.cookies.clear()
+
+
+def test_the_guest_secret_is_made_once_private_and_shared_by_every_process(tmp_path: Path) -> None:
+    path = tmp_path / "data" / GUEST_SECRET_FILE
+    load = f"import pathlib, mochi_app.guests as g; print(g.load_secret(pathlib.Path({str(path)!r})).hex())"
+    racing = [subprocess.Popen([sys.executable, "-c", load], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    secrets_seen = {process.communicate(timeout=60)[0].strip() for process in racing}
+    assert len(secrets_seen) == 1 and secrets_seen == {load_secret(path).hex()}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [entry.name for entry in path.parent.iterdir()] == [GUEST_SECRET_FILE]  # no draft left behind
+    path.write_text("not hex")
+    with pytest.raises(BadGuestSecret, match="delete it to make a new one"):
+        load_secret(path)
+
+
+def test_one_address_gets_a_bounded_number_of_new_guests(settings: Settings) -> None:
+    app = create_app(replace(settings, host="0.0.0.0", guests="on", new_guests_per_hour=3))
+    page = {"accept": "text/html"}
+    with TestClient(app, base_url="http://studio.example", client=("198.51.100.7", 5000)) as http:
+        tokens = []
+        for _ in range(3):
+            tokens.append(http.get("/", headers=page).cookies[GUEST_COOKIE])
+            http.cookies.clear()
+        refused = http.get("/", headers=page)
+        assert refused.status_code == 429 and GUEST_COOKIE not in refused.cookies
+        assert 0 < int(refused.headers["retry-after"]) <= 3601
+        assert "too many new guests" in refused.json()["detail"]
+        # A guest it already has keeps working, and so does everyone else.
+        assert http.get("/", headers=page, cookies={GUEST_COOKIE: tokens[0]}).status_code == 200
+    for client in [("198.51.100.8", 5000), ("2001:db8:1::1", 5000)]:
+        with TestClient(app, base_url="http://studio.example", client=client) as http:
+            assert GUEST_COOKIE in http.get("/", headers=page).cookies
+    # One IPv6 subscriber's /64 is one address; an IPv4 address mapped into IPv6 is that IPv4 address.
+    assert address_group("2001:db8:1::2") == address_group("2001:db8:1:0:ffff::9") == "2001:db8:1::/64"
+    assert address_group("::ffff:198.51.100.7") == "198.51.100.7" != address_group("2001:db8:2::1")
+
+
+def test_the_queue_has_a_cap_and_guests_from_one_address_share_one(
+    redis: Redis, settings: Settings, count_tokens: TokenCounter
+) -> None:
+    capped = JobQueue(redis, replace(settings, max_queued_jobs=6, max_pending_jobs_per_address=2), count_tokens)
+    small = {"prompt": "a cat", "num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
+    here, elsewhere = "198.51.100.7", "198.51.100.8"
+    capped.submit(f"guest-{uuid.uuid4().hex}", small, here)
+    capped.submit(f"hf-{uuid.uuid4().hex[:8]}", small, here)
+    for free_account in (f"guest-{uuid.uuid4().hex}", f"hf-{uuid.uuid4().hex[:8]}"):
+        with pytest.raises(TooBusy, match="2 jobs from your address are waiting"):
+            capped.submit(free_account, small, here)
+    capped.submit(f"guest-{uuid.uuid4().hex}", small, elsewhere)
+    capped.submit(new_account(), small, here)  # a keyed account is bound by its own limit only
+    capped.submit(new_account(), small, None)
+    capped.submit(new_account(), small, here)
+    with pytest.raises(TooBusy, match="the queue is full: 6 jobs are waiting") as full:
+        capped.submit(new_account(), small, elsewhere)
+    assert full.value.retry_after_s > 0
+    assert capped.depth() == 6
+
+
+def test_rest_and_gradio_record_the_submitters_address(settings: Settings) -> None:
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 5000)) as http:
+        job = http.post("/generate", json={"prompt": "a cat"}).json()
+        assert app.state.studio.store.get(job["job_id"]).address == "127.0.0.1"
+        called = http.post("/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30]}).json()
+        events = http.get(f"/gradio_api/call/submit/{called['event_id']}").text
+    job_id = json.loads(events.split("data: ", 1)[1].splitlines()[0])[0]["job_id"]
+    assert app.state.studio.store.get(job_id).address == "127.0.0.1"
+
+
+def test_a_revoked_key_in_the_cookie_ends_the_session_visibly(settings: Settings, redis: Redis) -> None:
+    accounts = AccountStore(redis)
+    account, key = accounts.create(f"gone-{uuid.uuid4().hex[:8]}")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
+        http.cookies.set(KEY_COOKIE, key)
+        assert http.get("/session").json() == {"account": account.name}
+        accounts.revoke(account.name)
+        assert http.get("/session").json() == {"account": None}  # not quietly the local owner
+        refused = http.post("/generate", json={"prompt": "a cat"})
+        assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+        assert http.delete("/session").status_code == 204
+        http.cookies.clear()
+        assert http.get("/session").json() == {"account": LOCAL_ACCOUNT}

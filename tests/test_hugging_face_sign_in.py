@@ -25,9 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mochi_app.accounts import GUEST_COOKIE, KEY_COOKIE, AccountStore, Callers, guest_account, new_guest_token
+from mochi_app.accounts import KEY_COOKIE, AccountStore, Callers
 from mochi_app.config import Settings
-from tests.conftest import SMALL, start_web
+from mochi_app.guests import GUEST_COOKIE
+from tests.conftest import SMALL, guest_cookie, start_web
 
 SECRET = "space-oauth-secret"
 ON_A_SPACE = {"space_id": "studio/mochi", "oauth_client_secret": SECRET}
@@ -55,30 +56,36 @@ def accounts(redis: Redis) -> AccountStore:
     return AccountStore(redis)
 
 
-def test_a_hugging_face_sign_in_is_its_own_account(accounts: AccountStore) -> None:
-    space = Callers(accounts, Settings(host="0.0.0.0", **ON_A_SPACE))  # type: ignore[arg-type]
+def test_a_hugging_face_sign_in_is_its_own_account(accounts: AccountStore, tmp_path: Path) -> None:
+    space = Callers(accounts, Settings(data_dir=tmp_path, host="0.0.0.0", **ON_A_SPACE))  # type: ignore[arg-type]
     assert space.account_for({"cookie": f"session={signed_in_cookie('alice')}"}) == "hf-alice"
     # It comes before the guest token the same browser also carries.
-    token = new_guest_token()
+    assert space.guest_tokens is not None
+    token = space.guest_tokens.mint()
     both = f"{GUEST_COOKIE}={token}; session={signed_in_cookie('alice')}"
     assert space.account_for({"cookie": both}) == "hf-alice"
     # Forged with another secret, tampered with or expired: the browser is only its guest.
     for cookie in (signed_in_cookie("alice", secret="guessed"), signed_in_cookie("alice")[:-2] + "xx",
                    signed_in_cookie("alice", expires_in_s=-1), "not-a-cookie"):  # fmt: skip
-        assert space.account_for({"cookie": f"{GUEST_COOKIE}={token}; session={cookie}"}) == guest_account(token)
+        assert space.account_for({"cookie": f"{GUEST_COOKIE}={token}; session={cookie}"}) == space.guest_tokens.account(
+            token
+        )
 
 
-def test_an_api_key_still_wins_and_names_cannot_claim_a_hugging_face_account(accounts: AccountStore) -> None:
+def test_an_api_key_still_wins_and_names_cannot_claim_a_hugging_face_account(
+    accounts: AccountStore, tmp_path: Path
+) -> None:
     name = f"user-{uuid.uuid4().hex[:8]}"
     _, key = accounts.create(name)
-    space = Callers(accounts, Settings(host="0.0.0.0", **ON_A_SPACE))  # type: ignore[arg-type]
+    space = Callers(accounts, Settings(data_dir=tmp_path, host="0.0.0.0", **ON_A_SPACE))  # type: ignore[arg-type]
     assert space.account_for({"cookie": f"{KEY_COOKIE}={key}; session={signed_in_cookie('alice')}"}) == name
     with pytest.raises(ValueError, match="not starting with 'guest-' or 'hf-'"):
         accounts.create("hf-alice")
 
 
-def test_off_a_space_the_cookie_means_nothing(accounts: AccountStore) -> None:
-    for settings in (Settings(host="0.0.0.0"), Settings(host="0.0.0.0", oauth_client_secret=SECRET)):
+def test_off_a_space_the_cookie_means_nothing(accounts: AccountStore, tmp_path: Path) -> None:
+    off_a_space = {"data_dir": tmp_path, "host": "0.0.0.0"}
+    for settings in (Settings(**off_a_space), Settings(**off_a_space, oauth_client_secret=SECRET)):  # type: ignore[arg-type]
         callers = Callers(accounts, settings)
         assert callers.hugging_face is None
         assert callers.signed_in_as({"cookie": f"session={signed_in_cookie('alice')}"}) is None
@@ -114,5 +121,5 @@ def test_rest_and_downloads_see_the_hugging_face_account(space: str, tmp_path: P
     # Bob, and a guest, see no such job.
     bob = {"session": signed_in_cookie("bob")}
     assert httpx.get(f"{space}/status/{job['job_id']}", cookies=bob).status_code == 404
-    guest = {GUEST_COOKIE: new_guest_token()}
+    guest = {GUEST_COOKIE: guest_cookie(space)}
     assert httpx.get(f"{space}/status/{job['job_id']}", cookies=guest).status_code == 404

@@ -12,8 +12,9 @@ import pytest
 from gradio_client import Client
 from redis import Redis
 
-from mochi_app.accounts import GUEST_COOKIE, AccountStore
+from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
+from mochi_app.guests import GUEST_COOKIE
 from mochi_app.video import job_videos
 from tests.conftest import SMALL, Child, start_web, wait_for
 

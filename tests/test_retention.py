@@ -7,9 +7,10 @@ from pathlib import Path
 
 from redis import Redis
 
+from mochi_app.config import Settings
 from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.schemas import JobRecord, JobStatus
-from mochi_app.store import FINISHED_KEY, JobStore, account_jobs_key
+from mochi_app.store import FINISHED_KEY, GUESTS_FINISHED_KEY, JobStore, account_jobs_key
 from mochi_app.video import job_videos
 from tests.conftest import new_account
 from tests.test_store import make_record
@@ -52,3 +53,20 @@ def test_retention_is_off_by_default(redis: Redis, tmp_path: Path) -> None:
     ancient = job_in(store, new_account(), JobStatus.COMPLETED, finished_days_ago=3650)
     assert expire_finished_jobs(store, tmp_path, retention_days=0) == 0
     assert store.get(ancient.job_id) is not None
+
+
+def test_guests_jobs_have_a_retention_period_of_their_own(redis: Redis, tmp_path: Path) -> None:
+    store = JobStore(redis)
+    guest, keyed = f"guest-{new_account()}", new_account()
+    old_guest = job_in(store, guest, JobStatus.COMPLETED, finished_days_ago=8)
+    recent_guest = job_in(store, guest, JobStatus.COMPLETED, finished_days_ago=6)
+    old_keyed = job_in(store, keyed, JobStatus.COMPLETED, finished_days_ago=8)
+
+    assert expire_finished_jobs(store, tmp_path, retention_days=7, guests_only=True) == 1
+
+    assert store.get(old_guest.job_id) is None
+    assert store.get(recent_guest.job_id) is not None and store.get(old_keyed.job_id) is not None
+    assert redis.zscore(GUESTS_FINISHED_KEY, old_keyed.job_id) is None  # only guests' jobs are in its index
+    store.delete(recent_guest.job_id, guest)
+    assert redis.zscore(GUESTS_FINISHED_KEY, recent_guest.job_id) is None
+    assert Settings().guest_retention_days == 7 and Settings().retention_days == 0  # guests' go; others' stay
