@@ -1,10 +1,14 @@
-"""ASGI middleware for the web process: a guest token for each new browser, a cap on body size, no uploads."""
+"""ASGI middleware for the web process: guest tokens, body size, cross-site writes, uploads, Gradio's sessions."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mochi_app.accounts import cookies
 from mochi_app.guests import GUEST_COOKIE, GuestTokens, NewGuestLimit
+from mochi_app.studio import QUEUE_UNREACHABLE
 
 GUEST_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -151,18 +156,122 @@ class SameSiteWrites:
 
 
 class NoUploads:
-    """Answers 404 to Gradio's upload routes: the page has no upload component, and Gradio would keep any
-    file anyone posts and serve it to anyone at /gradio_api/file=."""
+    """Answers 404 to Gradio's routes the page does not use that keep or hand out what others can read:
+    uploads (Gradio would keep any file anyone posts and serve it to anyone at /gradio_api/file=) and
+    deep links (a copy of any session's state, for whoever names its hash)."""
 
     def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app = app
-        self.paths = {f"{prefix}/upload", f"{prefix}/upload_progress"}
+        self.paths = {f"{prefix}/upload", f"{prefix}/upload_progress", f"{prefix}/deep_link"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
-            await _answer(send, 404, "uploads are not accepted here")
+            await _answer(send, 404, "not offered here")
             return
         await self.app(scope, receive, send)
+
+
+class SessionsPerCaller:
+    """Gives each caller Gradio sessions of its own.
+
+    Gradio keys a page's server-side state and its event stream by a session hash the browser makes up
+    and sends in URLs (so it shows in proxy logs): replayed, it opened another visitor's session. Here
+    every hash a request names, in its query, path or JSON body, is renamed to one derived from the hash
+    and the caller's identity; the same hash from other credentials names another, empty session.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str, identify: Callable[[Mapping[str, str]], str | None]) -> None:
+        self.app = app
+        self.prefix = f"{prefix}/"
+        self.in_path = (f"{prefix}/heartbeat/", f"{prefix}/stream/")
+        self.identify = identify
+        self.secret = secrets.token_bytes(32)  # Gradio's sessions live in this process only, and so does this
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        body, disconnected = (await _read_body(receive)) if scope["method"] == "POST" else (b"", False)
+        if disconnected or not self._names_a_session(scope, body):
+            await self.app(scope, _replay(body, disconnected, receive) if scope["method"] == "POST" else receive, send)
+            return
+        try:
+            identity = await run_in_threadpool(self.identify, Headers(scope=scope))
+        except RedisError:
+            await _answer(send, 503, QUEUE_UNREACHABLE, [(b"retry-after", b"5")])
+            return
+        rename = self._renamer(identity)
+        scope = dict(scope, query_string=self._query(scope["query_string"], rename))
+        if (path := self._path(scope["path"], rename)) != scope["path"]:
+            scope.update(path=path, raw_path=path.encode())
+        body = self._body(body, rename)
+        headers = [(name, value) for name, value in scope["headers"] if name != b"content-length"]
+        scope["headers"] = [*headers, (b"content-length", str(len(body)).encode())] if body else headers
+        await self.app(scope, _replay(body, False, receive), send)
+
+    def _renamer(self, identity: str | None) -> Callable[[str], str]:
+        def rename(session_hash: str) -> str:
+            keyed = f"{identity or ''}\n{session_hash}".encode()
+            return hmac.new(self.secret, keyed, hashlib.sha256).hexdigest()[:32]
+
+        return rename
+
+    def _names_a_session(self, scope: Scope, body: bytes) -> bool:
+        return (
+            b"session_hash" in scope["query_string"]
+            or (scope["method"] == "GET" and scope["path"].startswith(self.in_path))
+            or b'"session_hash"' in body
+        )
+
+    @staticmethod
+    def _query(query: bytes, rename: Callable[[str], str]) -> bytes:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        renamed = [(name, rename(value) if name == "session_hash" else value) for name, value in pairs]
+        return urlencode(renamed).encode("latin-1") if renamed != pairs else query
+
+    def _path(self, path: str, rename: Callable[[str], str]) -> str:
+        # /heartbeat/{session_hash} and GET /stream/{session_hash}/{run}/...
+        for start in self.in_path:
+            if path.startswith(start) and (rest := path[len(start) :]):
+                session_hash, slash, tail = rest.partition("/")
+                if start.endswith("/heartbeat/") or tail:
+                    return f"{start}{rename(session_hash)}{slash}{tail}"
+        return path
+
+    @staticmethod
+    def _body(body: bytes, rename: Callable[[str], str]) -> bytes:
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            return body
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("session_hash"), str):
+            return body
+        return json.dumps({**parsed, "session_hash": rename(parsed["session_hash"])}).encode()
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request's body, whole, and whether the client went away before sending all of it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive() if not disconnected else {"type": "http.disconnect"}
+
+    return replay
 
 
 async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

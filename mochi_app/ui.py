@@ -110,7 +110,8 @@ class StudioPage:
         self.last_seed = gr.State(None)
         self.cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
         self.next_cursor = gr.State(None)
-        self.gallery = gr.State([])  # the shown page's jobs, as dicts; the gallery re-renders when it changes
+        # The shown page's jobs and whose they are; the gallery re-renders when it changes.
+        self.gallery = gr.State(None)
         self.timer = gr.Timer(POLL_INTERVAL_S, active=False)
         gr.Markdown("# Mochi studio\nText to video with Genmo's Mochi 1.")
         self.banner = gr.HTML(cards.model_banner(None))
@@ -221,7 +222,7 @@ class StudioPage:
             cards.status_card(job),
             cards.player(job),
             gr.Button(visible=job is not None and not job.status.is_terminal),
-            [item.model_dump(mode="json") for item in page_of_jobs.jobs],
+            {"account": account, "jobs": [item.model_dump(mode="json") for item in page_of_jobs.jobs]},
             page_of_jobs.next_cursor,
             gr.Timer(active=busy),
             gr.Button(interactive=len(pages) > 1),
@@ -310,7 +311,14 @@ class StudioPage:
     def go_newer(pages: list[str | None]) -> list[str | None]:
         return pages[:-1] or [None]
 
-    def _gallery(self, items: list[dict[str, Any]]) -> None:
+    def _gallery(self, shown: dict[str, Any] | None, request: gr.Request) -> None:
+        """The gallery tiles, only for the account whose jobs they are (the state is the session's, and a
+        session is only as private as its hash)."""
+        try:
+            owner = self.studio.callers.signed_in_as(request.headers)
+        except RedisError:
+            owner = None
+        items = shown["jobs"] if shown is not None and owner is not None and shown["account"] == owner else []
         if not items:
             gr.Markdown("Nothing here yet: your videos appear here as you make them.")
             return

@@ -18,7 +18,7 @@ from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.guests import NewGuestLimit
-from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
+from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites, SessionsPerCaller
 from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
 from mochi_app.ui import CSS, build_ui
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.studio = studio
     install_error_handlers(app)
+    app.add_middleware(SessionsPerCaller, prefix=API_PREFIX, identify=studio.callers.signed_in_as)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoUploads, prefix=API_PREFIX)
     app.add_middleware(SameSiteWrites, allowed_origins=settings.cors_origins)

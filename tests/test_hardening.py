@@ -9,11 +9,14 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -28,7 +31,7 @@ from mochi_app.studio import Studio
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
-from tests.conftest import RunningApp, free_port, new_account, start_worker, wait_for
+from tests.conftest import RunningApp, free_port, guest_cookie, new_account, start_web, start_worker, wait_for
 
 REBINDING_HOSTS = [
     "rebind.attacker.test",
@@ -122,8 +125,9 @@ def test_nobody_can_upload_a_file_for_the_server_to_keep_and_serve(laptop: TestC
     files = {"files": ("page.html", b"<script>alert(document.cookie)</script>", "text/html")}
     response = laptop.post(path, files=files)
     assert response.status_code == 404
-    assert response.json() == {"detail": "uploads are not accepted here"}
+    assert response.json() == {"detail": "not offered here"}
     assert laptop.get("/gradio_api/upload_progress?upload_id=x").status_code == 404
+    assert laptop.get("/gradio_api/deep_link?session_hash=x").status_code == 404  # a copy of a session's state
 
 
 @pytest.mark.parametrize(
@@ -376,3 +380,71 @@ def test_a_revoked_key_in_the_cookie_ends_the_session_visibly(settings: Settings
         assert http.delete("/session").status_code == 204
         http.cookies.clear()
         assert http.get("/session").json() == {"account": LOCAL_ACCOUNT}
+
+
+def gradio_event(
+    client: httpx.Client, fn_index: int, data: list[Any], session_hash: str, read: bool = True
+) -> list[dict[str, Any]]:
+    """Join a page event as the page's script does, then read the session's stream until it completes."""
+    body = {"fn_index": fn_index, "data": data, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    joined = client.post("/gradio_api/queue/join", json=body)
+    assert joined.status_code == 200, joined.text
+    return read_session(client, session_hash) if read else []
+
+
+def read_session(client: httpx.Client, session_hash: str, within_s: float = 30) -> list[dict[str, Any]]:
+    """Every message on a session's event stream until an event completes, or `within_s` passes with
+    only heartbeats (an event whose messages another reader took never completes here)."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within_s
+    with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session_hash}, timeout=60) as stream:
+        if stream.status_code != 200:
+            return messages
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                messages.append(json.loads(line.removeprefix("data: ")))
+                if messages[-1].get("msg") == "process_completed" or time.monotonic() > deadline:
+                    break
+    return messages
+
+
+@pytest.fixture(scope="module")
+def public_server(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`serve` on a public address with guests, as on a Space."""
+    settings = replace(module_settings, guests="on")
+    child, url = start_web(settings, tmp_path_factory.mktemp("public") / "web.log", MOCHI_HOST="0.0.0.0")
+    yield url
+    child.stop()
+
+
+def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: str) -> None:
+    dependencies = httpx.get(f"{public_server}/config").json()["dependencies"]
+    event = {d["api_name"]: d["id"] for d in dependencies}
+    refresh, render = event["refresh"], next(d["id"] for d in dependencies if d["render_id"] is not None)
+    victim = httpx.Client(base_url=public_server, cookies={GUEST_COOKIE: guest_cookie(public_server)})
+    secret_prompt = f"a private prompt {uuid.uuid4().hex[:8]}"
+    session_hash = secrets.token_hex(6)
+    # The visitor submits from the page, which then follows the job: its card shows the prompt, and so
+    # does the gallery the page renders from the session's state.
+    form = [secret_prompt, "", 7, 64, 64, 2, 4.5, True, 0, 30]
+    assert gradio_event(victim, event["submit_form"], form, session_hash)[-1]["success"]
+    following = [None, [None]]  # what the page sends for state inputs: the server has their values
+    assert secret_prompt in json.dumps(gradio_event(victim, refresh, following, session_hash))
+    assert secret_prompt in json.dumps(gradio_event(victim, render, [None], session_hash))
+
+    strangers = {
+        "no credentials": httpx.Client(base_url=public_server),
+        "another guest": httpx.Client(base_url=public_server, cookies={GUEST_COOKIE: guest_cookie(public_server)}),
+        "a forged guest": httpx.Client(base_url=public_server, cookies={GUEST_COOKIE: secrets.token_urlsafe(32)}),
+    }
+    for who, stranger in strangers.items():
+        seen = [
+            gradio_event(stranger, render, [None], session_hash),  # the gallery, from the session's state
+            stranger.post("/gradio_api/call/apply", json={"data": [None], "session_hash": session_hash}).text,
+            stranger.get("/gradio_api/deep_link", params={"session_hash": session_hash}).text,
+        ]
+        # The visitor's next event, read from the stream under the visitor's hash before the visitor reads it.
+        gradio_event(victim, refresh, following, session_hash, read=False)
+        seen.append(read_session(stranger, session_hash))
+        assert secret_prompt not in json.dumps(seen), who
+        assert secret_prompt in json.dumps(read_session(victim, session_hash)), who  # still the visitor's

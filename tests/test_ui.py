@@ -54,11 +54,12 @@ def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage,
 def test_the_gallery_pages_and_the_buttons_follow(page: StudioPage, visitor: gr.Request) -> None:
     ids = [page.studio.submit(owner(page, visitor), {"prompt": f"clip {n}", **SMALL}).job_id for n in range(8)]
     first = shown(page, visitor, None)
-    assert [item["job_id"] for item in first["gallery"]] == ids[::-1][:GALLERY_PAGE_SIZE]  # type: ignore[attr-defined]
+    assert first["gallery"]["account"] == owner(page, visitor)  # type: ignore[index]
+    assert [item["job_id"] for item in first["gallery"]["jobs"]] == ids[::-1][:GALLERY_PAGE_SIZE]  # type: ignore[index]
     assert first["older"].interactive is True and first["newer"].interactive is False  # type: ignore[attr-defined]
     pages = page.go_older([None], first["next_cursor"])  # type: ignore[arg-type]
     second = shown(page, visitor, None, pages)
-    assert [item["job_id"] for item in second["gallery"]][:2] == ids[::-1][GALLERY_PAGE_SIZE:][:2]  # type: ignore[attr-defined]
+    assert [item["job_id"] for item in second["gallery"]["jobs"]][:2] == ids[::-1][GALLERY_PAGE_SIZE:][:2]  # type: ignore[index]
     assert second["newer"].interactive is True  # type: ignore[attr-defined]
     assert page.go_newer(pages) == [None]
 
