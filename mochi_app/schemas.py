@@ -18,6 +18,7 @@ from mochi_app.work import WorkLimit
 TokenCounter = Callable[[str], int | None]
 
 MAX_SEED = 2**32 - 1
+UNCOUNTED_EXTRA_TOKENS = 2  # tokens no text pays for: SentencePiece's leading "▁" and the end-of-text token
 FRAMES_PER_LATENT = 6  # Mochi's VAE compresses time 6x: valid frame counts are 6k + 1.
 MIN_NUM_FRAMES = FRAMES_PER_LATENT + 1
 SIDE_MULTIPLE_PX = 16  # 8x spatial VAE compression times the transformer's 2x2 patches.
@@ -50,6 +51,15 @@ class InvalidRequest(ValueError):
 
 def token_limit_message(field: str, tokens: int, limit: int) -> str:
     return f"{field} is {tokens} tokens long; the limit is {limit}. Shorten it."
+
+
+def most_tokens(text: str) -> int:
+    """The most tokens any of our tokenizers can make of `text`, for when the model's is not known yet.
+
+    T5's SentencePiece and byte-level BPE alike make each token of at least one byte of the normalized
+    (NFKC, which can lengthen a character up to 18-fold) text, plus a leading "▁" and the end-of-text token.
+    """
+    return len(unicodedata.normalize("NFKC", text).encode()) + UNCOUNTED_EXTRA_TOKENS
 
 
 def snap_num_frames(num_frames: int) -> int:
@@ -113,6 +123,12 @@ class GenerationRequest(BaseModel):
             tokens = count_tokens(value)
             if tokens is not None and tokens > limits.max_prompt_tokens:
                 raise ValueError(token_limit_message(name, tokens, limits.max_prompt_tokens))
+            if tokens is None and (most := most_tokens(value)) > limits.max_prompt_tokens:
+                raise ValueError(
+                    f"{name} is {most - UNCOUNTED_EXTRA_TOKENS} bytes long; until the model's tokenizer is known (no "
+                    f"worker has started yet), the limit is {limits.max_prompt_tokens - UNCOUNTED_EXTRA_TOKENS} "
+                    "bytes. Shorten it, or try again in a few minutes."
+                )
         return value
 
     @field_validator("num_frames")

@@ -52,7 +52,7 @@ def write_repo(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".gitattributes").write_text(GITATTRIBUTES)
     (folder / "README.md").write_text(README)
-    vocab_size = _write_tokenizer(folder / "tokenizer")
+    vocab_size = write_tokenizer(folder / "tokenizer")
     _write_models(folder, vocab_size)
     _write_json(folder / "model_index.json", _model_index())
     return folder
@@ -88,7 +88,7 @@ def write_hub_cache(hf_home: Path, repo_id: str = REPO_ID) -> Path:
     return snapshot
 
 
-def _write_tokenizer(folder: Path) -> int:
+def write_tokenizer(folder: Path) -> int:
     """T5's slow-tokenizer files around a locally trained SentencePiece model; return the vocabulary size."""
     import sentencepiece as spm
 

@@ -448,3 +448,13 @@ def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: st
         seen.append(read_session(stranger, session_hash))
         assert secret_prompt not in json.dumps(seen), who
         assert secret_prompt in json.dumps(read_session(victim, session_hash)), who  # still the visitor's
+
+
+def test_before_any_worker_starts_a_long_prompt_is_refused_not_queued(settings: Settings) -> None:
+    """A deploy's first minutes: no worker has published its tokenizer, so the web cannot count tokens."""
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
+        assert http.app.state.studio.model() is None  # type: ignore[attr-defined]
+        refused = http.post("/generate", json={"prompt": "a cat " * 10_000})
+        assert refused.status_code == 422
+        assert "until the model's tokenizer is known" in refused.json()["errors"]["prompt"]
+        assert http.post("/generate", json={"prompt": "a cat walks on the beach"}).status_code == 202

@@ -5,15 +5,27 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mochi_app.config import Limits
-from mochi_app.schemas import MAX_SEED, GenerationRequest, InvalidRequest, JobStatus, snap_num_frames
+from mochi_app.schemas import MAX_SEED, GenerationRequest, InvalidRequest, JobStatus, most_tokens, snap_num_frames
 from mochi_app.tokens import TokenCounter
 
 LIMITS = Limits()
 COUNT = TokenCounter.tiny()
+
+
+@pytest.fixture(scope="module")
+def t5_count(tmp_path_factory: pytest.TempPathFactory) -> TokenCounter:
+    """T5's tokenizer as the real repo ships it (a SentencePiece unigram model, tests/hub_snapshot.py)."""
+    from transformers import T5TokenizerFast
+
+    from tests.hub_snapshot import write_tokenizer
+
+    folder = tmp_path_factory.mktemp("t5-tokenizer")
+    write_tokenizer(folder)
+    return TokenCounter(T5TokenizerFast.from_pretrained(folder)._tokenizer)
 
 
 def parse(**params: object) -> GenerationRequest:
@@ -205,3 +217,26 @@ def test_the_work_bound_follows_the_time_limit_and_the_gpu() -> None:
 def test_the_page_defaults_and_the_largest_default_size_fit() -> None:
     assert parse().num_frames == 85
     assert parse(num_frames=163, num_inference_steps=100).num_frames == 163  # 848x480, about 17 min
+
+
+def no_tokenizer_yet(text: str) -> int | None:
+    return None  # what the web's counter says before any worker has published its tokenizer
+
+
+def test_before_the_tokenizer_is_known_a_prompt_is_held_to_a_byte_bound() -> None:
+    short = "a red fox trots through fresh snow at dawn"
+    assert GenerationRequest.parse({"prompt": short}, LIMITS, no_tokenizer_yet).prompt == short
+    at_bound = "a" * (LIMITS.max_prompt_tokens - 2)
+    assert GenerationRequest.parse({"prompt": at_bound}, LIMITS, no_tokenizer_yet).prompt == at_bound
+    for text in [at_bound + "a", "x" * 60_000, "ﷺ" * 20]:  # the last is 20 characters, 360 once NFKC-normalized
+        with pytest.raises(InvalidRequest) as caught:
+            GenerationRequest.parse({"prompt": "a cat", "negative_prompt": text}, LIMITS, no_tokenizer_yet)
+        assert "until the model's tokenizer is known" in caught.value.errors["negative_prompt"]
+        assert "the limit is 254 bytes" in caught.value.errors["negative_prompt"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=80) | st.sampled_from(["ﷺ", "ﬃ", "㎒", "😀 .", " . , ! ?", "日本語", "\u0301" * 5]))
+def test_the_byte_bound_is_never_below_what_a_tokenizer_makes(t5_count: TokenCounter, text: str) -> None:
+    assert COUNT(text) <= most_tokens(text)
+    assert t5_count(text) <= most_tokens(text)
