@@ -77,6 +77,8 @@ class Settings:
     new_guests_per_hour: int = 30  # new guest accounts one address may be given in an hour
     submits_per_minute: int = 30  # per account
     max_request_bytes: int = 64 * 1024
+    request_timeout_s: int = 30  # a client has this long to send a whole request, or its connection is closed
+    max_connections: int = 1000  # open connections (an open page holds two); past it, new requests get 503
     heartbeat_ttl_s: int = 15  # a RUNNING job whose worker has not beaten for this long is recovered
     stop_grace_s: int = 30  # a stopping worker's job may run this long before it goes back on the queue
     retention_days: int = 0  # finished jobs and their videos are deleted this long after they end; 0 keeps them
@@ -150,6 +152,8 @@ class Settings:
             new_guests_per_hour=read.integer("MOCHI_NEW_GUESTS_PER_HOUR", 30, minimum=1),
             submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
             max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
+            request_timeout_s=read.integer("MOCHI_REQUEST_TIMEOUT_S", 30, minimum=1),
+            max_connections=read.integer("MOCHI_MAX_CONNECTIONS", 1000, minimum=1),
             heartbeat_ttl_s=read.integer("MOCHI_HEARTBEAT_TTL_S", 15, minimum=2),
             stop_grace_s=read.integer("MOCHI_STOP_GRACE_S", 30, minimum=0),
             retention_days=read.integer("MOCHI_RETENTION_DAYS", 0, minimum=0),

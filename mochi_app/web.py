@@ -18,6 +18,7 @@ from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.guests import NewGuestLimit
+from mochi_app.http_server import read_deadline_protocol
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites, SessionsPerCaller
 from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.studio import Studio
@@ -96,5 +97,11 @@ def serve(settings: Settings) -> None:
     log.info("studio page at http://%s:%d  (REST docs at /docs)", shown_host, settings.port)
     # An open page keeps a stream open; without a limit, stopping would wait for every tab to close.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=read_deadline_protocol(settings.request_timeout_s),
+        limit_concurrency=settings.max_connections,  # past it, new requests get 503 at once
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -458,3 +460,42 @@ def test_before_any_worker_starts_a_long_prompt_is_refused_not_queued(settings: 
         assert refused.status_code == 422
         assert "until the model's tokenizer is known" in refused.json()["errors"]["prompt"]
         assert http.post("/generate", json={"prompt": "a cat walks on the beach"}).status_code == 202
+
+
+def test_slow_clients_are_let_go_and_long_answers_are_not(module_settings: Settings, tmp_path: Path) -> None:
+    web, url = start_web(
+        module_settings, tmp_path / "web.log", MOCHI_REQUEST_TIMEOUT_S="1", GRADIO_HEARTBEAT_INTERVAL="3"
+    )
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        dribbles = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"POST /generate HTTP/1.1\r\n"]
+        dribbles.append(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")  # a slow body
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        for n, client in enumerate(slow):
+            client.sendall(dribbles[n % len(dribbles)])  # then nothing more, or a byte now and then
+
+        def all_closed() -> bool:
+            for client in slow:
+                with contextlib.suppress(OSError):
+                    client.sendall(b"x")
+            return all(_closed(client) for client in slow)
+
+        wait_for(all_closed, 120, "the server to close every slow connection", interval_s=0.2)
+        assert httpx.get(f"{url}/healthz").status_code == 200  # everyone else is served meanwhile
+        # A page's event stream outlasts the read deadline: the request was whole, only the answer is long.
+        with httpx.stream("GET", f"{url}/gradio_api/heartbeat/{secrets.token_hex(6)}", timeout=60) as stream:
+            beats = (line for line in stream.iter_lines() if line == "data: ALIVE")
+            assert [next(beats), next(beats)] == ["data: ALIVE"] * 2  # 3 s apart, past the 1 s deadline
+    finally:
+        web.stop()
+
+
+def _closed(client: socket.socket) -> bool:
+    """Whether the server has closed this connection (reads its end-of-file without blocking)."""
+    client.setblocking(False)
+    try:
+        return client.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
