@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mochi_app.accounts import KEY_COOKIE, NotSignedIn
+from mochi_app.disk import RETRY_AFTER_S as LOW_ON_DISK_RETRY_AFTER_S
+from mochi_app.disk import LowOnDisk
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
 from mochi_app.queue import TooBusy
@@ -178,6 +180,12 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "the body must be JSON encoded as UTF-8"
         response = respond(exc.status_code, detail)
         response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(LowOnDisk)
+    async def low_on_disk(request: Request, exc: LowOnDisk) -> JSONResponse:
+        response = respond(503, str(exc))
+        response.headers["Retry-After"] = str(LOW_ON_DISK_RETRY_AFTER_S)
         return response
 
     @app.exception_handler(RedisError)

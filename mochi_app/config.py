@@ -54,6 +54,9 @@ class Settings:
 
     redis_url: str | None = None
     data_dir: Path = Path("data")
+    # The embedded server's files (its append-only file); another filesystem than the videos' keeps a disk
+    # that videos fill from stopping the queue. None: `redis` in the data folder.
+    server_dir: Path | None = None
     model: str = "auto"
     offload: Offload = "auto"
     device: Device = "auto"  # auto: cuda when torch can use a GPU, else cpu
@@ -81,6 +84,7 @@ class Settings:
     max_connections: int = 1000  # open connections (an open page holds two); past it, new requests get 503
     heartbeat_ttl_s: int = 15  # a RUNNING job whose worker has not beaten for this long is recovered
     stop_grace_s: int = 30  # a stopping worker's job may run this long before it goes back on the queue
+    min_free_disk_bytes: int = 2**30  # below this much free space for videos or the queue's files, no new jobs
     retention_days: int = 0  # finished jobs and their videos are deleted this long after they end; 0 keeps them
     guest_retention_days: int = 7  # the same for guests' jobs (whichever is sooner); 0 keeps them
     compile_blocks: Switch = "auto"  # torch.compile the transformer blocks; auto: on CUDA only
@@ -114,7 +118,7 @@ class Settings:
 
     @property
     def redis_dir(self) -> Path:
-        return self.data_dir / "redis"
+        return self.server_dir or self.data_dir / "redis"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +137,7 @@ class Settings:
         return cls(
             redis_url=env.get("MOCHI_REDIS_URL") or None,
             data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
+            server_dir=Path(raw).expanduser().absolute() if (raw := read.text("MOCHI_SERVER_DIR", "")) else None,
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             device=cast(Device, read.choice("MOCHI_DEVICE", "auto", DEVICE_CHOICES)),
@@ -156,6 +161,7 @@ class Settings:
             max_connections=read.integer("MOCHI_MAX_CONNECTIONS", 1000, minimum=1),
             heartbeat_ttl_s=read.integer("MOCHI_HEARTBEAT_TTL_S", 15, minimum=2),
             stop_grace_s=read.integer("MOCHI_STOP_GRACE_S", 30, minimum=0),
+            min_free_disk_bytes=read.integer("MOCHI_MIN_FREE_DISK_BYTES", 2**30, minimum=0),
             retention_days=read.integer("MOCHI_RETENTION_DAYS", 0, minimum=0),
             guest_retention_days=read.integer("MOCHI_GUEST_RETENTION_DAYS", 7, minimum=0),
             compile_blocks=cast(Switch, read.choice("MOCHI_COMPILE", "auto", SWITCH_CHOICES)),

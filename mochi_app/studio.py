@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from mochi_app.accounts import AccountStore, Callers
 from mochi_app.config import Settings
+from mochi_app.disk import check_free_space
 from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
 from mochi_app.retention import remove_job
@@ -72,7 +73,9 @@ class Studio:
         self.worker_states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
 
     def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobPublic:
-        """Validate and enqueue for a client at `address`; raises InvalidRequest naming each bad field."""
+        """Validate and enqueue for a client at `address`; raises InvalidRequest naming each bad field,
+        and LowOnDisk when the server is nearly out of space."""
+        check_free_space(self.settings)
         return self._public(self.queue.submit(account_id, params, address))
 
     def record(self, account_id: str, job_id: str) -> JobRecord:

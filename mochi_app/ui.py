@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from mochi_app import cards
 from mochi_app.accounts import NotSignedIn
+from mochi_app.disk import LowOnDisk
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
 from mochi_app.studio import QUEUE_UNREACHABLE, JobConflict, JobNotFound, Studio
@@ -71,7 +72,7 @@ def _user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InvalidRequest, JobNotFound, JobConflict, NotSignedIn, TooBusy) as exc:
+        except (InvalidRequest, JobNotFound, JobConflict, NotSignedIn, TooBusy, LowOnDisk) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except RedisError:
             log.warning("queue unreachable", exc_info=True)

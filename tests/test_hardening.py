@@ -30,10 +30,22 @@ from mochi_app.queue import JobQueue, TooBusy
 from mochi_app.schemas import GenerationRequest, InvalidRequest, JobStatus
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
+from mochi_app.supervisor import STEADY_S, Backoff
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
-from tests.conftest import RunningApp, free_port, guest_cookie, new_account, start_web, start_worker, wait_for
+from tests.conftest import (
+    RunningApp,
+    free_port,
+    guest_cookie,
+    new_account,
+    start_app,
+    start_web,
+    start_worker,
+    wait_for,
+)
+
+TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 REBINDING_HOSTS = [
     "rebind.attacker.test",
@@ -499,3 +511,107 @@ def _closed(client: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def test_below_the_free_space_floor_no_job_is_taken(settings: Settings) -> None:
+    app = create_app(replace(settings, min_free_disk_bytes=2**62))
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        depth = app.state.studio.queue.depth()
+        refused = http.post("/generate", json={"prompt": "a cat"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "60"
+        assert "nearly out of disk space" in refused.json()["detail"]
+        called = http.post("/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30]})
+        answer = http.get(f"/gradio_api/call/submit/{called.json()['event_id']}").text
+        assert "event: error" in answer and "nearly out of disk space" in answer
+        assert app.state.studio.queue.depth() == depth
+
+
+def test_a_restart_waits_twice_as_long_each_time_a_child_dies_young() -> None:
+    backoff = Backoff()
+    waits = []
+    for _ in range(8):
+        backoff.started()
+        waits.append(backoff.died())
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60]
+    backoff.started_at -= STEADY_S  # it ran a good while before it died: back to the first wait
+    assert backoff.died() == 2 and not backoff.due
+
+
+def valkey_pid(app: RunningApp) -> int:
+    """The embedded server app.py runs (its process title no longer names the data folder)."""
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == app.child.process.pid and "valkey" in stat_file.with_name("comm").read_text():
+                return int(stat_file.parent.name)
+    raise AssertionError("app.py runs no valkey-server")
+
+
+def health(app: RunningApp) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = httpx.get(f"{app.url}/healthz", timeout=5).json()
+    except httpx.HTTPError:
+        return {"redis": False}
+    return answer
+
+
+def test_the_queue_server_killed_comes_back_with_every_accepted_job(tmp_path: Path) -> None:
+    app = start_app(tmp_path, MOCHI_WARMUP="0")
+    try:
+        jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"clip {n}", **TINY}).json() for n in range(3)]
+        first = valkey_pid(app)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: health(app)["redis"] and valkey_pid(app) != first, 120, "the server to be restarted")
+        assert "the queue server exited with code" in app.child.log
+        jobs.append(httpx.post(f"{app.url}/generate", json={"prompt": "after the restart", **TINY}).json())
+        for job in jobs:
+            done = wait_for(lambda job=job: _ended(app, job["job_id"]), 240, f"job {job['job_id']} to end")
+            assert done["status"] == "COMPLETED", done
+    finally:
+        app.child.stop()
+
+
+def _ended(app: RunningApp, job_id: str) -> dict[str, Any] | None:
+    try:
+        status: dict[str, Any] = httpx.get(f"{app.url}/status/{job_id}", timeout=5).json()
+    except httpx.HTTPError:
+        return None
+    return status if status.get("status") in {"COMPLETED", "FAILED", "CANCELLED"} else None
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB filesystem of its own (tmpfs), to fill up for real."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
+    # The server's files alone on the small disk, and no floor: the server itself meets the full disk.
+    app = start_app(tmp_path, MOCHI_WARMUP="0", MOCHI_SERVER_DIR=str(small_disk), MOCHI_MIN_FREE_DISK_BYTES="0")
+    try:
+        accepted = [httpx.post(f"{app.url}/generate", json={"prompt": "before", **TINY}).json()["job_id"]]
+        filler = small_disk / "filler"
+        with filler.open("wb") as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 2**20)
+        answers = []
+        while not app.child.log.count("the queue server exited with code"):
+            answer = httpx.post(f"{app.url}/generate", json={"prompt": "while full", **TINY}, timeout=10)
+            answers.append(answer.status_code)
+            if answer.status_code == 202:
+                accepted.append(answer.json()["job_id"])
+            assert len(answers) < 10_000, "the server never met the full disk"
+        assert set(answers) <= {202, 503}, answers  # accepted, or told to come back: never a 500
+        filler.unlink()
+        wait_for(lambda: health(app)["redis"], 180, "the server to be back once space is free")
+        for job_id in accepted:
+            done = wait_for(lambda job_id=job_id: _ended(app, job_id), 240, f"job {job_id} to end")
+            assert done["status"] == "COMPLETED", done
+    finally:
+        app.child.stop()
