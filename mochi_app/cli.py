@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from mochi_app.config import PRIVATE_UMASK, Settings, SettingsError
+from mochi_app.disk import check_writable
 from mochi_app.logs import configure_logging
 from mochi_app.schemas import GenerationRequest, InvalidRequest
 
@@ -65,10 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         settings = Settings.from_env()
+        if args.command in {"serve", "worker"}:
+            os.umask(PRIVATE_UMASK)
+            check_writable(settings)
     except SettingsError as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog}: error: {exc}\n")
-    if args.command in {"serve", "worker"}:
-        os.umask(PRIVATE_UMASK)
     if args.command == "serve":
         return _serve(settings)
     if args.command == "accounts":

@@ -1,13 +1,19 @@
-"""Free space where the studio writes: below the floor it takes no new work, before a write can fail."""
+"""The folders the studio writes: writable at start, and with room: below the floor it takes no new work."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
-from mochi_app.config import Settings
+from mochi_app.config import Settings, SettingsError
 
 RETRY_AFTER_S = 60
+
+
+class DataFolderUnusable(SettingsError):
+    """A folder the studio must write cannot be written (read-only, not ours, not a folder)."""
 
 
 class LowOnDisk(RuntimeError):
@@ -20,14 +26,34 @@ def check_free_space(settings: Settings) -> None:
     The embedded server stops for good on a failed append-only write, and a video that cannot be written
     burns the GPU time it took: refusing new work first keeps both from happening.
     """
-    folders = [settings.videos_dir] + ([settings.redis_dir] if settings.redis_url is None else [])
-    for folder in folders:
+    for folder in written_folders(settings):
         free = shutil.disk_usage(_existing(folder)).free
         if free < settings.min_free_disk_bytes:
             raise LowOnDisk(
                 f"the server is nearly out of disk space ({free / 2**20:.0f} MiB free where it keeps "
                 f"{folder.name}); it takes no new jobs until an operator frees some. Try again later."
             )
+
+
+def written_folders(settings: Settings) -> list[Path]:
+    """The videos (and the models, the caches) and, when it is embedded, the queue server's files."""
+    return [settings.videos_dir] + ([settings.redis_dir] if settings.redis_url is None else [])
+
+
+def check_writable(settings: Settings) -> None:
+    """DataFolderUnusable, in one line, when a folder the studio writes cannot be made or written."""
+    for folder in [settings.data_dir, *written_folders(settings)]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            setting = "MOCHI_SERVER_DIR" if folder == settings.server_dir else "MOCHI_DATA_DIR"
+            raise DataFolderUnusable(
+                f"{folder} cannot be written ({reason}); point {setting} at a folder this user can write "
+                f"(user id {os.getuid()})"
+            ) from None
 
 
 def _existing(folder: Path) -> Path:

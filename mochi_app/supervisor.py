@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from mochi_app.config import PRIVATE_UMASK, Settings
+from mochi_app.disk import check_writable
 from mochi_app.gpus import visible_gpus, worker_gpus
 from mochi_app.redis_server import EmbeddedServer, QueueUnavailable
 
@@ -175,6 +176,7 @@ def run_all(settings: Settings) -> None:
     from mochi_app.web import serve
 
     os.umask(PRIVATE_UMASK)  # the server, the workers and the web inherit it
+    check_writable(settings)
     supervisor = Supervisor(settings)
     # uvicorn takes these signals while it serves and hands them back here when it has shut down.
     signal.signal(signal.SIGTERM, supervisor.stop_soon)

@@ -35,10 +35,12 @@ from mochi_app.tokens import TokenCounter
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
 from tests.conftest import (
+    REPO,
     RunningApp,
     free_port,
     guest_cookie,
     new_account,
+    newcomer_env,
     start_app,
     start_web,
     start_worker,
@@ -615,3 +617,31 @@ def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path
             assert done["status"] == "COMPLETED", done
     finally:
         app.child.stop()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only filesystem (a tmpfs mounted ro): root ignores permissions, not that."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("command", [["app.py"], ["-m", "mochi_app", "serve"], ["-m", "mochi_app", "worker"]])
+def test_a_data_folder_that_cannot_be_written_stops_the_studio_with_one_line(
+    read_only_folder: Path, tmp_path: Path, command: list[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for data_dir, reason in [(read_only_folder / "data", "Read-only file system"), (a_file, "File exists")]:
+        env = newcomer_env(data_dir, free_port())
+        run = [sys.executable, *command]
+        result = subprocess.run(run, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        said = [line for line in result.stderr.splitlines() if "cannot be written" in line]
+        assert len(said) == 1 and f"({reason}); point MOCHI_DATA_DIR at a folder" in said[0], result.stderr
