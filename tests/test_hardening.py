@@ -581,16 +581,20 @@ def _ended(app: RunningApp, job_id: str) -> dict[str, Any] | None:
     return status if status.get("status") in {"COMPLETED", "FAILED", "CANCELLED"} else None
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB filesystem of its own (tmpfs), to fill up for real."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=False)
+def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `folder` (made here) while the test runs; skips where mounting needs root."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False)
     if mounted.returncode != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB filesystem of its own, to fill up for real."""
+    yield from mounted_tmpfs(tmp_path / "small-disk", "size=16m")
 
 
 def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
@@ -621,14 +625,8 @@ def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path
 
 @pytest.fixture
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a read-only filesystem (a tmpfs mounted ro): root ignores permissions, not that."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=False)
-    if mounted.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    """A folder on a read-only filesystem: root ignores permissions, not that."""
+    yield from mounted_tmpfs(tmp_path / "read-only", "ro,size=1m")
 
 
 @pytest.mark.parametrize("command", [["app.py"], ["-m", "mochi_app", "serve"], ["-m", "mochi_app", "worker"]])
