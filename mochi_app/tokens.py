@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
@@ -14,13 +13,6 @@ class TokenCounter:
 
     def __call__(self, text: str) -> int:
         return len(self._tokenizer.encode(text).ids)
-
-    @classmethod
-    def from_file(cls, tokenizer_json: Path) -> TokenCounter:
-        """From a `tokenizer.json`, as `save_pretrained` writes it for a fast tokenizer."""
-        from tokenizers import Tokenizer
-
-        return cls(Tokenizer.from_file(str(tokenizer_json)))
 
     @classmethod
     def from_json(cls, tokenizer_json: str) -> TokenCounter:
