@@ -35,8 +35,8 @@ def embedded_settings(directory: Path, appendfsync: str = "always") -> Iterator[
 def embedded_queue(directory: Path, appendfsync: str = "always") -> Iterator[JobQueue]:
     """A JobQueue on a fresh EmbeddedServer under `directory`; the server stops on exit."""
     with embedded_settings(directory, appendfsync) as base:
-        # A backlog comes from a few accounts and every probe is a submit: no per-account limit may refuse one.
-        settings = replace(base, max_pending_jobs=10_000, submits_per_minute=1_000_000)
+        # A backlog comes from a few accounts and every probe is a submit: no limit may refuse one.
+        settings = replace(base, max_pending_jobs=10_000, submits_per_minute=1_000_000, max_queued_jobs=100_000)
         with Redis.from_url(base.redis_url or "") as redis:
             yield JobQueue(redis, settings, TokenCounter.tiny())
 
