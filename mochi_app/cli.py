@@ -81,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from mochi_app.accounts import NobodyCanSignIn
     from mochi_app.redis_server import QueueUnavailable
     from mochi_app.web import serve
 
@@ -90,7 +89,7 @@ def _serve(settings: Settings) -> int:
     except QueueUnavailable as exc:
         log.error("%s", exc)
         return RUNTIME_ERROR
-    except NobodyCanSignIn as exc:
+    except SettingsError as exc:  # nobody could sign in; a guest secret that is not ours
         log.error("%s", exc)
         return USAGE_ERROR
     return 0

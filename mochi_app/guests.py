@@ -14,6 +14,8 @@ from pathlib import Path
 
 from redis import Redis
 
+from mochi_app.config import SettingsError
+
 GUEST_COOKIE = "mochi_guest"
 GUEST_PREFIX = "guest-"
 GUEST_SECRET_FILE = "guest-secret"
@@ -25,7 +27,7 @@ NEW_GUEST_WINDOW_S = 3600
 IPV6_NETWORK_BITS = 64  # one subscriber's IPv6 addresses share a /64: counting each would not bind
 
 
-class BadGuestSecret(ValueError):
+class BadGuestSecret(SettingsError):
     """The data folder's guest secret is not one this studio wrote."""
 
 

@@ -27,6 +27,7 @@ from mochi_app.accounts import KEY_COOKIE, LOCAL_ACCOUNT, AccountStore
 from mochi_app.config import Limits, Settings
 from mochi_app.guests import GUEST_COOKIE, GUEST_SECRET_FILE, BadGuestSecret, GuestTokens, address_group, load_secret
 from mochi_app.queue import JobQueue, TooBusy
+from mochi_app.redis_server import EmbeddedServer
 from mochi_app.schemas import GenerationRequest, InvalidRequest, JobStatus
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
@@ -623,6 +624,13 @@ def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path
         app.child.stop()
 
 
+def run_to_the_end(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python ARGUMENTS` in the repository, run until it exits (as a command that refuses to start does)."""
+    return subprocess.run(
+        [sys.executable, *arguments], env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 @pytest.fixture
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only filesystem: root ignores permissions, not that."""
@@ -637,9 +645,29 @@ def test_a_data_folder_that_cannot_be_written_stops_the_studio_with_one_line(
     a_file.write_text("not a folder")
     for data_dir, reason in [(read_only_folder / "data", "Read-only file system"), (a_file, "File exists")]:
         env = newcomer_env(data_dir, free_port())
-        run = [sys.executable, *command]
-        result = subprocess.run(run, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        result = run_to_the_end(command, env)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         said = [line for line in result.stderr.splitlines() if "cannot be written" in line]
         assert len(said) == 1 and f"({reason}); point MOCHI_DATA_DIR at a folder" in said[0], result.stderr
+
+
+def test_a_folder_whose_server_runs_already_or_whose_guest_secret_is_not_ours_is_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "videos").mkdir(parents=True)
+    server = EmbeddedServer(data_dir / "redis")
+    server.start()
+    try:
+        env = newcomer_env(data_dir, free_port())
+        app = subprocess.run(
+            [sys.executable, "app.py"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert app.returncode == 1 and "Traceback" not in app.stderr, app.stderr
+        assert "app.py: error: a server for" in app.stderr and "is already running" in app.stderr
+        (data_dir / GUEST_SECRET_FILE).write_text("not a secret")
+        public = {**env, "MOCHI_HOST": "0.0.0.0", "MOCHI_GUESTS": "on"}
+        web = run_to_the_end(["-m", "mochi_app", "serve"], public)
+        assert web.returncode == 2 and "Traceback" not in web.stderr, web.stderr
+        assert "does not hold a guest secret (64 hex digits); delete it" in web.stderr
+    finally:
+        server.stop()
