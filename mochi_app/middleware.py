@@ -202,7 +202,7 @@ class SessionsPerCaller:
             return
         rename = self._renamer(identity)
         scope = dict(scope, query_string=self._query(scope["query_string"], rename))
-        if (path := self._path(scope["path"], rename)) != scope["path"]:
+        if scope["method"] == "GET" and (path := self._path(scope["path"], rename)) != scope["path"]:
             scope.update(path=path, raw_path=path.encode())
         body = self._body(body, rename)
         headers = [(name, value) for name, value in scope["headers"] if name != b"content-length"]
@@ -230,7 +230,7 @@ class SessionsPerCaller:
         return urlencode(renamed).encode("latin-1") if renamed != pairs else query
 
     def _path(self, path: str, rename: Callable[[str], str]) -> str:
-        # /heartbeat/{session_hash} and GET /stream/{session_hash}/{run}/...
+        # GET /heartbeat/{session_hash} and /stream/{session_hash}/{run}/... (POST /stream/{event_id} names an event)
         for start in self.in_path:
             if path.startswith(start) and (rest := path[len(start) :]):
                 session_hash, slash, tail = rest.partition("/")
