@@ -93,7 +93,10 @@ def test_prompts_are_counted_with_the_tokenizer_the_workers_published(studio: St
     assert studio.models.count_tokens("a cat") is None
     owner = new_account()
     long_prompt = " ".join(["cat"] * 300)
-    studio.submit(owner, {"prompt": long_prompt, **SMALL})  # not countable yet: the worker's check catches it
+    # Not countable yet: held to the byte bound no tokenizer exceeds (schemas.most_tokens).
+    with pytest.raises(InvalidRequest, match="until the model's tokenizer is known"):
+        studio.submit(owner, {"prompt": long_prompt, **SMALL})
+    studio.submit(owner, {"prompt": " ".join(["cat"] * 60), **SMALL})  # 239 bytes
 
     tokenizer = build_tiny_tokenizer()
     publish_model_card(studio.redis, settings.queue_name, "tiny", True, tokenizer.to_str())
