@@ -9,12 +9,12 @@ import ipaddress
 import os
 import re
 import secrets
-import time
 from pathlib import Path
 
 from redis import Redis
 
 from mochi_app.config import SettingsError
+from mochi_app.rate_limits import wait_s
 
 GUEST_COOKIE = "mochi_guest"
 GUEST_PREFIX = "guest-"
@@ -110,11 +110,5 @@ class NewGuestLimit:
 
     def wait_s(self, host: str) -> int:
         """Counts one more new guest for `host`; 0 when it is within the limit, else seconds until it is."""
-        now = time.time()
-        window = int(now // NEW_GUEST_WINDOW_S)
-        key = new_guests_key(address_group(host), window)
-        with self.redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, NEW_GUEST_WINDOW_S * 2)
-            count = int(pipe.execute()[0])
-        return 0 if count <= self.per_hour else int((window + 1) * NEW_GUEST_WINDOW_S - now) + 1
+        group = address_group(host)
+        return wait_s(self.redis, lambda window: new_guests_key(group, window), NEW_GUEST_WINDOW_S, self.per_hour)

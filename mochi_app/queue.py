@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from mochi_app.accounts import FREE_ACCOUNT_PREFIXES
 from mochi_app.config import Settings
 from mochi_app.guests import address_group
+from mochi_app.rate_limits import wait_s
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress, TokenCounter
 from mochi_app.store import JobStore, job_key
 
@@ -285,14 +286,8 @@ class JobQueue:
 
     def _count_submit(self, account_id: str) -> None:
         """At most `submits_per_minute` submits per account in each minute."""
-        now = time.time()
-        window = int(now // RATE_WINDOW_S)
-        with self.redis.pipeline() as pipe:
-            pipe.incr(rate_key(account_id, window))
-            pipe.expire(rate_key(account_id, window), RATE_WINDOW_S * 2)
-            count = int(pipe.execute()[0])
-        if count > self.settings.submits_per_minute:
-            retry_after_s = int((window + 1) * RATE_WINDOW_S - now) + 1
+        limit = self.settings.submits_per_minute
+        if retry_after_s := wait_s(self.redis, lambda window: rate_key(account_id, window), RATE_WINDOW_S, limit):
             raise TooBusy(
                 f"at most {self.settings.submits_per_minute} submits a minute per account; "
                 f"try again in {retry_after_s} s",
