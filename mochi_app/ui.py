@@ -215,9 +215,10 @@ class StudioPage:
             return self._only_the_card(
                 f'<div class="job-card"><span class="error">{cards.sentence(QUEUE_UNREACHABLE)}</span> Retrying…</div>'
             )
-        # The timer runs only while something of this visitor's can still change, or a worker is starting.
+        # The timer runs only while something of this visitor's can still change, a worker is starting, or none
+        # has ever been ready (a page opened before the first worker registers must see it arrive).
         busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
-        busy = busy or any(worker.stage.is_starting for worker in workers)
+        busy = busy or card is None or any(worker.stage.is_starting for worker in workers)
         return (
             cards.model_banner(card, workers),
             cards.status_card(job),

@@ -155,14 +155,20 @@ def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web:
 def test_a_first_start_shows_each_stage_with_download_progress(
     browser: Browser, settings: Settings, hub_repo: Path, tmp_path: Path
 ) -> None:
-    """The page and /healthz while a worker fetches the model from a (loopback) hub, loads it and warms up."""
+    """The page and /healthz while a worker fetches the model from a (loopback) hub, loads it and warms up.
+
+    The page is open before the worker exists, as on a first start, where the browser is often quicker than the
+    worker's imports: it must see the worker arrive without a reload.
+    """
     with serve_hub(hub_repo, bytes_per_s=SLOW_HUB_BYTES_PER_S) as hub:
         web, url = start_web(settings, tmp_path / "web.log")
-        env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
-        worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        worker: Child | None = None
         try:
             page.goto(url)
+            page.get_by_text("No worker has started yet").wait_for(timeout=30_000)
+            env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
+            worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
             banner = page.locator(".banner.starting")
             banner.get_by_text("A worker is starting: downloading the model.").wait_for(timeout=120_000)
             page.locator(".banner.starting progress").wait_for()
@@ -178,7 +184,8 @@ def test_a_first_start_shows_each_stage_with_download_progress(
             assert httpx.get(f"{url}/healthz").json()["detail"] is None
         finally:
             page.close()
-            worker.stop()
+            if worker is not None:
+                worker.stop()
             web.stop()
 
 

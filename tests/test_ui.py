@@ -9,7 +9,9 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.model_card import publish_model_card
 from mochi_app.studio import Studio
+from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.ui import GALLERY_PAGE_SIZE, StudioPage
 from tests.conftest import SMALL
 
@@ -27,6 +29,10 @@ def visitor(page: StudioPage) -> gr.Request:
     return gr.Request(headers={"authorization": f"Bearer {key}"})
 
 
+def tokenizer_json() -> str:
+    return str(build_tiny_tokenizer().to_str())
+
+
 def owner(page: StudioPage, visitor: gr.Request) -> str:
     return page.account(visitor)
 
@@ -39,7 +45,19 @@ def shown(
     return dict(zip(names, values, strict=True))
 
 
+def test_the_timer_runs_until_a_worker_has_been_ready(page: StudioPage, visitor: gr.Request) -> None:
+    """A page opened before any worker registers keeps asking, so the worker's arrival shows without a reload."""
+    before = shown(page, visitor, None)
+    assert before["timer"].active is True  # type: ignore[attr-defined]
+    assert "No worker has started yet" in str(before["banner"])
+    publish_model_card(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
+    after = shown(page, visitor, None)
+    assert after["timer"].active is False  # type: ignore[attr-defined]
+    assert "Model: <b>tiny</b>" in str(after["banner"])
+
+
 def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage, visitor: gr.Request) -> None:
+    publish_model_card(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
     assert shown(page, visitor, None)["timer"].active is False  # type: ignore[attr-defined]
     job = page.studio.submit(owner(page, visitor), {"prompt": "a cat", **SMALL})
     followed = shown(page, visitor, job.job_id)
