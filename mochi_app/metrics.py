@@ -1,130 +1,29 @@
-"""The Prometheus view of the service: job tallies kept in Redis as jobs change, read back at scrape time.
-
-The web process and the workers are separate processes, often on separate hosts, so nothing is
-counted in one process's memory: whoever changes a job's status adds to the tallies in the same
-Redis transaction that writes the record (see JobStore), and any web process reads them back.
-"""
+"""The Prometheus view of the service: the queue and the job tallies (tallies.py), read from Redis at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.client import Pipeline
 
-from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.schemas import JobStatus
+from mochi_app.tallies import (
+    COUNT_FIELD,
+    HISTOGRAMS,
+    JOBS_KEY,
+    JOBS_TOTAL,
+    REQUEUES_KEY,
+    REQUEUES_TOTAL,
+    SUM_FIELD,
+    JobHistogram,
+    bucket_field,
+)
 
 if TYPE_CHECKING:
     from mochi_app.queue import JobQueue
-
-METRICS_KEY_PREFIX = "metrics:"
-GIB = 1024**3
-SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-# The GPUs Mochi runs on hold 24 to 141 GB; the buckets bracket the offload modes' footprints.
-BYTES_BUCKETS = tuple(gib * GIB for gib in (1, 2, 4, 8, 16, 24, 32, 40, 48, 64, 80, 96, 128))
-SUM_FIELD = "sum"
-COUNT_FIELD = "count"  # also the +Inf bucket
-
-
-def metrics_key(name: str) -> str:
-    return f"{METRICS_KEY_PREFIX}{name}"
-
-
-JOBS_TOTAL = "mochi_jobs_total"
-REQUEUES_TOTAL = "mochi_job_requeues_total"
-JOBS_KEY = metrics_key(JOBS_TOTAL)  # a hash: status -> jobs that reached it
-REQUEUES_KEY = metrics_key(REQUEUES_TOTAL)  # a counter: RUNNING jobs put back on the queue
-
-
-@dataclass(frozen=True, slots=True)
-class JobHistogram:
-    """A histogram held in the Redis hash `metrics:{name}`: one cumulative field per bucket, `sum` and `count`."""
-
-    name: str
-    documentation: str
-    buckets: Sequence[float]
-    reached: JobStatus  # observed when a job enters this status
-    value: Callable[[JobRecord], float | None]  # None: nothing to observe for this job
-
-    @property
-    def key(self) -> str:
-        return metrics_key(self.name)
-
-    def observe(self, pipe: Pipeline, value: float) -> None:
-        for bound in self.buckets:
-            if value <= bound:
-                pipe.hincrby(self.key, _le(bound), 1)
-        pipe.hincrby(self.key, COUNT_FIELD, 1)
-        pipe.hincrbyfloat(self.key, SUM_FIELD, value)
-
-    def family(self, fields: dict[str, float]) -> HistogramMetricFamily:
-        count = fields.get(COUNT_FIELD, 0.0)
-        buckets = [(_le(bound), fields.get(_le(bound), 0.0)) for bound in self.buckets]
-        return HistogramMetricFamily(
-            self.name, self.documentation, buckets=[*buckets, ("+Inf", count)], sum_value=fields.get(SUM_FIELD, 0.0)
-        )
-
-
-HISTOGRAMS = (
-    JobHistogram(
-        "mochi_job_queue_wait_seconds",
-        "Seconds from submit to a worker starting the job; observed each time a job starts.",
-        SECONDS_BUCKETS,
-        JobStatus.RUNNING,
-        lambda record: record.timings.queue_wait_s,
-    ),
-    JobHistogram(
-        "mochi_job_denoise_seconds",
-        "Seconds of denoising per completed job.",
-        SECONDS_BUCKETS,
-        JobStatus.COMPLETED,
-        lambda record: record.timings.denoise_s,
-    ),
-    JobHistogram(
-        "mochi_job_decode_seconds",
-        "Seconds of VAE decoding per completed job.",
-        SECONDS_BUCKETS,
-        JobStatus.COMPLETED,
-        lambda record: record.timings.decode_s,
-    ),
-    JobHistogram(
-        "mochi_job_total_seconds",
-        "Seconds from submit to the finished video, per completed job.",
-        SECONDS_BUCKETS,
-        JobStatus.COMPLETED,
-        lambda record: record.timings.total_s,
-    ),
-    JobHistogram(
-        "mochi_job_peak_gpu_memory_bytes",
-        "Most CUDA memory the render held, per completed job on a GPU (none on a CPU).",
-        BYTES_BUCKETS,
-        JobStatus.COMPLETED,
-        lambda record: record.peak_gpu_memory_bytes,
-    ),
-)
-
-
-def record_change(pipe: Pipeline, before: JobStatus | None, after: JobRecord) -> None:
-    """Count a job reaching a new status and observe its timings, inside the transaction that writes it.
-
-    `before` is the status the stored record had (None for a new job). Only a change of status
-    counts, so a transaction retried after it committed (its reply lost) counts nothing twice.
-    PENDING counts submitted jobs; a job put back on the queue counts as a requeue instead.
-    """
-    if before is after.status:
-        return
-    if before is JobStatus.RUNNING and after.status is JobStatus.PENDING:
-        pipe.incr(REQUEUES_KEY)
-        return
-    pipe.hincrby(JOBS_KEY, after.status.value, 1)
-    for histogram in HISTOGRAMS:
-        value = histogram.value(after) if histogram.reached is after.status else None
-        if value is not None:
-            histogram.observe(pipe, value)
 
 
 class ServiceCollector(Collector):
@@ -161,12 +60,18 @@ class ServiceCollector(Collector):
             value=float(requeues or 0),
         )
         for histogram, fields in zip(HISTOGRAMS, histograms, strict=True):
-            yield histogram.family(_numbers(fields))
+            yield _family(histogram, _numbers(fields))
 
 
-def _le(bound: float) -> str:
-    """A bucket's `le` label, and its field in the histogram's hash."""
-    return repr(float(bound))
+def _family(histogram: JobHistogram, fields: dict[str, float]) -> HistogramMetricFamily:
+    count = fields.get(COUNT_FIELD, 0.0)
+    buckets = [(bucket_field(bound), fields.get(bucket_field(bound), 0.0)) for bound in histogram.buckets]
+    return HistogramMetricFamily(
+        histogram.name,
+        histogram.documentation,
+        buckets=[*buckets, ("+Inf", count)],
+        sum_value=fields.get(SUM_FIELD, 0.0),
+    )
 
 
 def _numbers(fields: dict[bytes | str, bytes | str]) -> dict[str, float]:

@@ -11,8 +11,8 @@ from redis import Redis
 from redis.client import Pipeline
 
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.metrics import record_change
 from mochi_app.schemas import InvalidRequest, JobRecord, JobStatus
+from mochi_app.tallies import record_change
 
 RecordChange = Callable[[JobRecord], JobRecord | None]
 # More writes for the same transaction as a change, given the changed record (e.g. put it back on the queue).

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from mochi_app.config import Settings
-from mochi_app.metrics import BYTES_BUCKETS, SECONDS_BUCKETS
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
 from mochi_app.schemas import JobRecord, JobStatus, Timings
+from mochi_app.tallies import BYTES_BUCKETS, SECONDS_BUCKETS
 from mochi_app.web import create_app
 from tests.conftest import finished, free_port, new_account, start_worker, wait_for
 
