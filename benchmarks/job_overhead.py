@@ -47,7 +47,7 @@ JOB_TIMEOUT_S = 300
 IDLE_POLL_S = 0.005
 # The target: at most 2% of the direct call or 150 ms, whichever is larger.
 TARGET_RATIO, TARGET_FLOOR_S = 0.02, 0.150
-PHASES = ("queue_wait_s", "load_s", "denoise_s", "decode_s", "encode_s", "rest_s")
+PHASES = ("queue_wait_s", "denoise_s", "decode_s", "encode_s", "rest_s")
 WORKER_THREADS = re.compile(r"CPU rendering with (\d+) torch thread")
 
 
@@ -112,7 +112,6 @@ class Bench:
         total_s = finished - started
         return {
             "queue_wait_s": 0.0,
-            "load_s": 0.0,
             **phases,
             "rest_s": total_s - sum(phases.values()),
             "total_s": total_s,
@@ -236,7 +235,6 @@ def main() -> None:
                     "overhead_ci95_s": [round(bound, 4) for bound in median_ci95(quiet_differences)],
                 },
                 "pickup_p50_ms": round(statistics.median(q["queue_wait_s"] for q in queued) * 1000, 2),
-                "load_s_per_job": sorted({q["load_s"] for q in queued}),
                 "direct_median": medians(direct, per_job),
                 "queued_median": medians(queued, per_job),
                 "difference_median": medians(differences, per_job),

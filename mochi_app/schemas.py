@@ -229,10 +229,12 @@ class Progress(BaseModel):
 
 
 class Timings(BaseModel):
-    """Seconds spent in each phase of a job; None until the phase has run."""
+    """Seconds spent in each phase of a job; None until the phase has run.
+
+    No load phase: a worker loads its model once, before it takes jobs (its start-up stages say how long).
+    """
 
     queue_wait_s: float | None = None
-    load_s: float | None = None
     denoise_s: float | None = None
     decode_s: float | None = None
     encode_s: float | None = None

@@ -134,7 +134,7 @@ class JobRunner:
                 "attempts": record.attempts + 1,
                 "worker_id": self.worker_id,
                 "model": self.renderer.model_name,
-                "timings": Timings(queue_wait_s=now - record.created_at, load_s=0.0),
+                "timings": Timings(queue_wait_s=now - record.created_at),
             }
         )
 

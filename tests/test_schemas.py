@@ -9,7 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mochi_app.config import Limits
-from mochi_app.schemas import MAX_SEED, GenerationRequest, InvalidRequest, JobStatus, most_tokens, snap_num_frames
+from mochi_app.schemas import (
+    MAX_SEED,
+    GenerationRequest,
+    InvalidRequest,
+    JobStatus,
+    Timings,
+    most_tokens,
+    snap_num_frames,
+)
 from mochi_app.tokens import TokenCounter
 
 LIMITS = Limits()
@@ -240,3 +248,10 @@ def test_before_the_tokenizer_is_known_a_prompt_is_held_to_a_byte_bound() -> Non
 def test_the_byte_bound_is_never_below_what_a_tokenizer_makes(t5_count: TokenCounter, text: str) -> None:
     assert COUNT(text) <= most_tokens(text)
     assert t5_count(text) <= most_tokens(text)
+
+
+def test_timings_stored_before_load_s_was_dropped_still_read() -> None:
+    """Records written by an older version carry `load_s` (always 0.0); they must still load, without it."""
+    timings = Timings.model_validate_json('{"queue_wait_s": 1.5, "load_s": 0.0, "denoise_s": 2.0}')
+    assert (timings.queue_wait_s, timings.denoise_s) == (1.5, 2.0)
+    assert "load_s" not in timings.model_dump()

@@ -50,7 +50,6 @@ def test_a_prompt_becomes_an_mp4(worker: Child, worker_queue: JobQueue) -> None:
     timings = done.timings
     for phase in ("queue_wait_s", "denoise_s", "decode_s", "encode_s", "total_s"):
         assert getattr(timings, phase) > 0, phase
-    assert timings.load_s == 0.0
 
     assert done.video_path is not None
     assert re.fullmatch(rf"videos/{record.job_id}\.[0-9a-f]{{12}}\.mp4", done.video_path)
@@ -67,7 +66,6 @@ def test_two_jobs_in_a_row_load_the_model_once(worker: Child, worker_queue: JobQ
     assert [r.status for r in records] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
     assert records[0].worker_id is not None
     assert records[0].worker_id == records[1].worker_id
-    assert [r.timings.load_s for r in records] == [0.0, 0.0]
     assert worker.log.count("model tiny loaded") == 1
 
 
