@@ -120,6 +120,18 @@ class Settings:
     def redis_dir(self) -> Path:
         return self.server_dir or self.data_dir / "redis"
 
+    def to_env(self) -> dict[str, str]:
+        """The variables that `from_env` reads back as these settings, for a child process."""
+        env = {_ENV_NAMES.get(f.name, f"MOCHI_{f.name.upper()}"): _env_text(getattr(self, f.name)) for f in _SCALARS}
+        if self.workers is None:
+            env["MOCHI_WORKERS"] = "auto"
+        env |= {f"MOCHI_{f.name.upper()}": str(getattr(self.limits, f.name)) for f in _LIMITS}
+        if self.space_id is not None:
+            env |= {"SYSTEM": "spaces", "SPACE_ID": self.space_id}
+        if self.oauth_client_secret is not None:
+            env["OAUTH_CLIENT_SECRET"] = self.oauth_client_secret
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read MOCHI_* variables; unset ones keep their defaults."""
@@ -127,11 +139,7 @@ class Settings:
         read = _Reader(env)
         job_timeout_s = read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1)
         limits = Limits(
-            **{
-                f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1)
-                for f in fields(Limits)
-                if f.name != "max_render_s"
-            },
+            **{f.name: read.integer(f"MOCHI_{f.name.upper()}", cast(int, f.default), minimum=1) for f in _LIMITS},
             max_render_s=job_timeout_s,
         )
         return cls(
@@ -172,6 +180,23 @@ class Settings:
             space_id=(env.get("SPACE_ID") or None) if env.get("SYSTEM") == "spaces" else None,
             oauth_client_secret=env.get("OAUTH_CLIENT_SECRET") or None,
         )
+
+
+# The fields `to_env` writes one variable each for, and the variables not named MOCHI_{FIELD}.
+_SCALARS = tuple(f for f in fields(Settings) if f.name not in {"limits", "space_id", "oauth_client_secret"})
+_ENV_NAMES = {"compile_blocks": "MOCHI_COMPILE"}
+_LIMITS = tuple(f for f in fields(Limits) if f.name != "max_render_s")  # max_render_s is MOCHI_JOB_TIMEOUT_S
+
+
+def _env_text(value: object) -> str:
+    """A setting as its variable spells it: `from_env` reads an empty value as the default (None)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

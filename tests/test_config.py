@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,67 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert settings.device == "cpu"
     # The work a request may ask for follows the job time limit and the GPU's speed.
     assert (settings.limits.gpu_tflops, settings.limits.max_render_s) == (900, 90)
+
+
+# A value other than the default for every variable Settings reads.
+EVERY_VARIABLE = {
+    "MOCHI_REDIS_URL": "redis://queue:6379/2",
+    "MOCHI_SERVER_DIR": "/srv/queue",
+    "MOCHI_MODEL": "genmo/mochi-1-preview",
+    "MOCHI_OFFLOAD": "model",
+    "MOCHI_DEVICE": "cuda",
+    "MOCHI_QUEUE_NAME": "renders",
+    "MOCHI_WORKERS": "3",
+    "MOCHI_JOB_TIMEOUT_S": "900",
+    "MOCHI_WARMUP": "0",
+    "MOCHI_HOST": "0.0.0.0",
+    "MOCHI_ALLOWED_HOSTS": "studio.example,www.studio.example",
+    "MOCHI_CORS_ORIGINS": "https://app.example",
+    "MOCHI_PORT": "8080",
+    "MOCHI_GUESTS": "on",
+    "MOCHI_MAX_PENDING_JOBS": "4",
+    "MOCHI_MAX_PENDING_JOBS_PER_ADDRESS": "6",
+    "MOCHI_MAX_QUEUED_JOBS": "50",
+    "MOCHI_NEW_GUESTS_PER_HOUR": "5",
+    "MOCHI_SUBMITS_PER_MINUTE": "7",
+    "MOCHI_MAX_REQUEST_BYTES": "4096",
+    "MOCHI_REQUEST_TIMEOUT_S": "12",
+    "MOCHI_MAX_CONNECTIONS": "64",
+    "MOCHI_HEARTBEAT_TTL_S": "9",
+    "MOCHI_STOP_GRACE_S": "5",
+    "MOCHI_MIN_FREE_DISK_BYTES": "0",
+    "MOCHI_RETENTION_DAYS": "30",
+    "MOCHI_GUEST_RETENTION_DAYS": "2",
+    "MOCHI_COMPILE": "on",
+    "MOCHI_BATCHED_ATTENTION": "0",
+    "MOCHI_STEP_CACHE": "0.05",
+    "MOCHI_MAX_PROMPT_TOKENS": "128",
+    "MOCHI_MAX_NUM_FRAMES": "85",
+    "MOCHI_MAX_NUM_INFERENCE_STEPS": "50",
+    "MOCHI_MIN_SIDE_PX": "32",
+    "MOCHI_MAX_HEIGHT_PX": "720",
+    "MOCHI_MAX_WIDTH_PX": "960",
+    "MOCHI_MAX_FPS": "24",
+    "MOCHI_GPU_TFLOPS": "600",
+    "SYSTEM": "spaces",
+    "SPACE_ID": "someone/studio",
+    "OAUTH_CLIENT_SECRET": "s3cret",
+}
+
+
+def test_to_env_reads_back_as_the_same_settings(tmp_path: Path) -> None:
+    """What a test or the supervisor hands a child process is every setting, not the few someone remembered."""
+    settings = Settings.from_env({**EVERY_VARIABLE, "MOCHI_DATA_DIR": str(tmp_path)})
+    defaults = Settings.from_env({})
+    # The variables above reach every field, so a new setting must join them (and to_env) to pass.
+    for f in fields(Settings):
+        assert getattr(settings, f.name) != getattr(defaults, f.name), f.name
+    for f in fields(Limits):
+        assert getattr(settings.limits, f.name) != getattr(defaults.limits, f.name), f.name
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.from_env(defaults.to_env()) == defaults
+    for workers in (None, 0):
+        assert Settings.from_env(replace(defaults, workers=workers).to_env()).workers == workers
 
 
 @pytest.mark.parametrize(
