@@ -126,24 +126,9 @@ def job_queue(redis: Redis, settings: Settings, count_tokens: TokenCounter) -> J
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that gives a child process `settings`, then `extra` on top."""
+    """The environment that gives a child process `settings` (all of them), then `extra` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOCHI_")}
-    env.update(
-        MOCHI_DATA_DIR=str(settings.data_dir),
-        MOCHI_REDIS_URL=settings.redis_url or "",
-        MOCHI_MODEL=settings.model,
-        MOCHI_QUEUE_NAME=settings.queue_name,
-        MOCHI_JOB_TIMEOUT_S=str(settings.job_timeout_s),
-        MOCHI_MAX_PENDING_JOBS=str(settings.max_pending_jobs),
-        MOCHI_SUBMITS_PER_MINUTE=str(settings.submits_per_minute),
-        MOCHI_MAX_PENDING_JOBS_PER_ADDRESS=str(settings.max_pending_jobs_per_address),
-        MOCHI_MAX_QUEUED_JOBS=str(settings.max_queued_jobs),
-        MOCHI_NEW_GUESTS_PER_HOUR=str(settings.new_guests_per_hour),
-        MOCHI_GUESTS=settings.guests,
-        MOCHI_HEARTBEAT_TTL_S=str(settings.heartbeat_ttl_s),
-        MOCHI_STOP_GRACE_S=str(settings.stop_grace_s),
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(settings.to_env(), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import gradio as gr
 import pytest
@@ -89,9 +90,14 @@ def test_a_deleted_followed_job_is_dropped_not_an_error(page: StudioPage, visito
     assert "Write a prompt and press Generate" in str(shown(page, visitor, job.job_id)["job_card"])
 
 
-def test_presets_stay_within_the_limits(page: StudioPage) -> None:
-    assert page.apply_preset("Draft") == (24, 31)
-    assert page.apply_preset("Final") == (100, 163)
+def test_presets_stay_within_the_limits(redis: Redis, settings: Settings) -> None:
+    """On a host whose limits are below a preset's, the preset asks for the limit instead."""
+    lower = replace(settings, limits=replace(settings.limits, max_num_inference_steps=50, max_num_frames=85))
+    with gr.Blocks() as blocks:
+        page = StudioPage(Studio(redis, lower), blocks)
+    assert page.apply_preset("Draft") == (24, 31)  # within both limits: as the preset says
+    assert page.apply_preset("Standard") == (50, 85)  # 64 steps: held to 50
+    assert page.apply_preset("Final") == (50, 85)  # 100 steps and 163 frames: held to both limits
 
 
 def test_remix_returns_the_jobs_parameters_for_the_form(page: StudioPage, visitor: gr.Request) -> None:
