@@ -9,17 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mochi_app.accounts import KEY_COOKIE, NotSignedIn
-from mochi_app.disk import RETRY_AFTER_S as LOW_ON_DISK_RETRY_AFTER_S
-from mochi_app.disk import LowOnDisk
+from mochi_app.errors import ERRORS, AccountNotFound, refusal
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
-from mochi_app.queue import TooBusy
-from mochi_app.schemas import GenerationRequest, HealthPublic, InvalidRequest, JobPagePublic, JobPublic
-from mochi_app.studio import QUEUE_UNREACHABLE, AccountNotFound, JobConflict, JobNotFound, Studio
+from mochi_app.schemas import GenerationRequest, HealthPublic, JobPagePublic, JobPublic
+from mochi_app.studio import Studio
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
 GENERATE_BODY_DOCS: dict[str, Any] = {
@@ -138,35 +135,19 @@ def build_router(studio: Studio) -> APIRouter:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors become 404/409/422/503 with a `detail` a person can act on; never a 500 page."""
+    """Our errors become the answers errors.ERRORS gives them, FastAPI's own in the same words; never a 500 page."""
 
-    def respond(status_code: int, detail: str, **extra: Any) -> JSONResponse:
-        return JSONResponse({"detail": detail, **extra}, status_code=status_code)
+    def respond(status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+        return JSONResponse({"detail": detail, **extra}, status_code=status_code, headers=headers)
 
-    @app.exception_handler(JobNotFound)
-    @app.exception_handler(AccountNotFound)
-    async def not_found(request: Request, exc: LookupError) -> JSONResponse:
-        return respond(404, str(exc))
+    async def refuse(request: Request, exc: Exception) -> JSONResponse:
+        answer = refusal(exc)
+        assert answer is not None  # registered for the table's classes only
+        extra = {} if answer.errors is None else {"errors": answer.errors}
+        return respond(answer.status, answer.detail, answer.headers, **extra)
 
-    @app.exception_handler(NotSignedIn)
-    async def not_signed_in(request: Request, exc: NotSignedIn) -> JSONResponse:
-        response = respond(401, str(exc))
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(TooBusy)
-    async def too_busy(request: Request, exc: TooBusy) -> JSONResponse:
-        response = respond(429, str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
-
-    @app.exception_handler(JobConflict)
-    async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
-        return respond(409, str(exc))
-
-    @app.exception_handler(InvalidRequest)
-    async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
-        return respond(422, str(exc), errors=exc.errors)
+    for error_class in ERRORS:
+        app.add_exception_handler(error_class, refuse)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -178,21 +159,7 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code == 400 and "parsing the body" in detail:  # FastAPI's words for undecodable bytes
             detail = "the body must be JSON encoded as UTF-8"
-        response = respond(exc.status_code, detail)
-        response.headers.update(exc.headers or {})
-        return response
-
-    @app.exception_handler(LowOnDisk)
-    async def low_on_disk(request: Request, exc: LowOnDisk) -> JSONResponse:
-        response = respond(503, str(exc))
-        response.headers["Retry-After"] = str(LOW_ON_DISK_RETRY_AFTER_S)
-        return response
-
-    @app.exception_handler(RedisError)
-    async def queue_unreachable(request: Request, exc: RedisError) -> JSONResponse:
-        response = respond(503, QUEUE_UNREACHABLE)
-        response.headers["Retry-After"] = "5"
-        return response
+        return respond(exc.status_code, detail, dict(exc.headers or {}))
 
 
 def _where(loc: tuple[Any, ...] | list[Any]) -> str:

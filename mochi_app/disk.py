@@ -9,8 +9,6 @@ from pathlib import Path
 
 from mochi_app.config import Settings, SettingsError
 
-RETRY_AFTER_S = 60
-
 
 class DataFolderUnusable(SettingsError):
     """A folder the studio must write cannot be written (read-only, not ours, not a folder)."""
@@ -18,6 +16,8 @@ class DataFolderUnusable(SettingsError):
 
 class LowOnDisk(RuntimeError):
     """Less than `MOCHI_MIN_FREE_DISK_BYTES` is free where videos or the queue server's data go."""
+
+    retry_after_s = 60  # about how often the chores that delete old videos run
 
 
 def check_free_space(settings: Settings) -> None:

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from mochi_app.accounts import AccountStore, Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
+from mochi_app.errors import JobConflict, JobNotFound
 from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
 from mochi_app.retention import remove_job
@@ -33,25 +34,6 @@ from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
-
-
-class JobNotFound(LookupError):
-    """No such job for this account; another account's job is reported the same way."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id[:64]!r}")
-
-
-class AccountNotFound(LookupError):
-    """No such account for this caller; another account is reported the same way."""
-
-    def __init__(self, account_id: str) -> None:
-        super().__init__(f"no account with id {account_id[:64]!r}")
-
-
-class JobConflict(ValueError):
-    """The job exists but is in the wrong state for what was asked."""
 
 
 def download_path(job_id: str) -> str:

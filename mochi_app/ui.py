@@ -13,10 +13,9 @@ from redis.exceptions import RedisError
 
 from mochi_app import cards
 from mochi_app.accounts import NotSignedIn
-from mochi_app.disk import LowOnDisk
-from mochi_app.queue import TooBusy
+from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound, refusal
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
-from mochi_app.studio import QUEUE_UNREACHABLE, JobConflict, JobNotFound, Studio
+from mochi_app.studio import Studio
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +65,19 @@ CSS = """
 
 
 def _user_errors(fn: F) -> F:
-    """Turn our errors into messages a person can act on (gr.Error), never a traceback."""
+    """Turn our errors into the messages errors.ERRORS gives them (gr.Error), never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InvalidRequest, JobNotFound, JobConflict, NotSignedIn, TooBusy, LowOnDisk) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except RedisError:
-            log.warning("queue unreachable", exc_info=True)
-            raise gr.Error(cards.sentence(QUEUE_UNREACHABLE), print_exception=False) from None
+        except Exception as exc:
+            answer = refusal(exc)
+            if answer is None:
+                raise
+            if isinstance(exc, RedisError):
+                log.warning("queue unreachable", exc_info=True)
+            raise gr.Error(answer.detail, print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
 

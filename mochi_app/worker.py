@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -20,8 +21,9 @@ from mochi_app.logs import job_logging
 from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.redis_server import connect
+from mochi_app.runner import GracefulStop, JobRunner
 from mochi_app.stages import Stage
-from mochi_app.tasks import GracefulStop, JobRunner, install_runner
+from mochi_app.tasks import install_runner
 from mochi_app.video import ffmpeg_exe
 from mochi_app.worker_state import StartupReporter, WorkerStates
 
@@ -36,10 +38,16 @@ class GracefulWorker(SimpleWorker):
     """RQ's in-process worker, whose warm stop (SIGTERM, Ctrl-C) also starts the job's grace period,
     and which keeps a job that went back on the queue while it ran waiting there."""
 
-    def __init__(self, *args: object, jobs: JobQueue, stop: GracefulStop, **kwargs: object) -> None:
+    def __init__(self, *args: object, jobs: JobQueue, stop: GracefulStop, ready: str, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.jobs = jobs
         self.graceful_stop = stop
+        self.ready = ready
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """Register with RQ, then say `ready`: from that line on, /healthz counts this worker."""
+        super().bootstrap(*args, **kwargs)
+        log.info("%s", self.ready)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with job_logging(job.id):  # RQ's own lines about the job carry its id too
@@ -99,10 +107,16 @@ def _serve(settings: Settings, redis: Redis, renderer: MochiRenderer, name: str,
     stop_chores = start_chores(jobs)
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
+    ready = f"worker {name} ready on queue {settings.queue_name!r} with model {renderer.model_name}"
     worker = GracefulWorker(
-        [rq_queue(redis, settings)], connection=redis, serializer=JSONSerializer, name=name, jobs=jobs, stop=stop
+        [rq_queue(redis, settings)],
+        connection=redis,
+        serializer=JSONSerializer,
+        name=name,
+        jobs=jobs,
+        stop=stop,
+        ready=ready,
     )
-    log.info("worker %s ready on queue %r with model %s", name, settings.queue_name, renderer.model_name)
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:

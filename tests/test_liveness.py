@@ -18,8 +18,8 @@ from mochi_app.config import Settings
 from mochi_app.generator import load_renderer
 from mochi_app.liveness import Heartbeat, Reaper, heartbeat_key, reap_lost_jobs, server_uptime_s
 from mochi_app.queue import WORKER_LOST, JobQueue
+from mochi_app.runner import JobRunner
 from mochi_app.schemas import JobRecord, JobStatus
-from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for

@@ -8,9 +8,10 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.errors import JobConflict, JobNotFound
 from mochi_app.model_card import publish_model_card
 from mochi_app.schemas import InvalidRequest, JobStatus
-from mochi_app.studio import JobConflict, JobNotFound, Studio, download_path
+from mochi_app.studio import Studio, download_path
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.video import attempt_video_path
 from tests.conftest import SMALL, new_account

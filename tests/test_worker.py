@@ -15,8 +15,8 @@ from rq.timeouts import JobTimeoutException
 from mochi_app.config import Settings
 from mochi_app.generator import Rendering, StepCallback
 from mochi_app.queue import JobQueue
+from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus
-from mochi_app.tasks import JobRunner
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
