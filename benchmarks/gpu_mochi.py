@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from mochi_app.fast_path import FastPath, apply_fast_path, remove_fast_path
-from mochi_app.generator import MochiRenderer, OutOfMemory
+from mochi_app.renderer import MochiRenderer, OutOfMemory
 from mochi_app.schemas import GenerationRequest
 from mochi_app.video import write_mp4
 
@@ -171,7 +171,7 @@ def measure(
 ) -> dict[str, Any]:
     variant = VARIANTS[name]
     configure(pipe, variant, cuda)
-    renderer = MochiRenderer(pipe, name, 0.0, variant.fast_path)
+    renderer = MochiRenderer(pipe, name, variant.fast_path)
     figures: dict[str, Any] = {"warm_up_s": renderer.warm_up(), "text_encode_s": text_encode_s(pipe, cuda)}
     try:
         # The first render at this size and prompt is kept apart: whatever compiles late shows there.

@@ -34,8 +34,9 @@ from rq import Worker
 
 from benchmarks._common import embedded_settings
 from mochi_app.config import Settings
-from mochi_app.generator import MochiRenderer, load_renderer
+from mochi_app.loader import load_renderer
 from mochi_app.queue import JobQueue
+from mochi_app.renderer import MochiRenderer
 from mochi_app.schemas import GenerationRequest, JobStatus
 from mochi_app.store import job_key
 from mochi_app.tokens import TokenCounter

@@ -126,7 +126,7 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
 def _worker(settings: Settings, burst: bool) -> int:
     """Exit 2 (CANNOT_RUN_HERE) when the model cannot run on this host: restarting would not help."""
     from mochi_app.download import HubUnreachable
-    from mochi_app.generator import ModelUnavailable
+    from mochi_app.loader import ModelUnavailable
     from mochi_app.redis_server import QueueUnavailable
     from mochi_app.worker import run_worker
 
@@ -143,7 +143,8 @@ def _worker(settings: Settings, burst: bool) -> int:
 
 def _generate(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
     from mochi_app.download import HubUnreachable
-    from mochi_app.generator import ModelUnavailable, PromptTooLong, load_renderer
+    from mochi_app.loader import ModelUnavailable, load_renderer
+    from mochi_app.renderer import PromptTooLong
     from mochi_app.video import write_mp4
 
     names = (

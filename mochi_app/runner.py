@@ -13,8 +13,8 @@ from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
-from mochi_app.generator import OutOfMemory, PromptTooLong, Rendering, StepCallback
 from mochi_app.queue import JobQueue
+from mochi_app.renderer import OutOfMemory, PromptTooLong, Rendering, StepCallback
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.store import JobStore
 from mochi_app.video import VideoNotWritten, attempt_video_path, write_mp4
@@ -58,7 +58,7 @@ class GracefulStop:
 
 
 class Renderer(Protocol):
-    """What a worker needs from the model (generator.MochiRenderer, or anything shaped like it)."""
+    """What a worker needs from the model (renderer.MochiRenderer, or anything shaped like it)."""
 
     model_name: str
 

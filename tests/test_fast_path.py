@@ -12,7 +12,8 @@ from diffusers.models.attention_processor import MochiAttention, MochiAttnProces
 
 from mochi_app.config import Settings
 from mochi_app.fast_path import BatchedMochiAttnProcessor, FastPath
-from mochi_app.generator import MochiRenderer, fast_path_for, load_renderer
+from mochi_app.loader import fast_path_for, load_renderer
+from mochi_app.renderer import MochiRenderer
 from mochi_app.schemas import GenerationRequest
 from tests.conftest import SMALL
 

@@ -15,8 +15,8 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
-from mochi_app.generator import load_renderer
 from mochi_app.liveness import Heartbeat, Reaper, heartbeat_key, reap_lost_jobs, server_uptime_s
+from mochi_app.loader import load_renderer
 from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import JobRecord, JobStatus

@@ -14,9 +14,10 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
-from mochi_app.generator import REAL_MODEL_ID, MochiRenderer, load_renderer
+from mochi_app.loader import REAL_MODEL_ID, load_renderer
 from mochi_app.model_card import ModelCards
 from mochi_app.queue import JobQueue
+from mochi_app.renderer import MochiRenderer
 from mochi_app.schemas import InvalidRequest, JobStatus
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates
@@ -104,7 +105,7 @@ def test_everything_the_worker_reaches_on_the_pipeline_exists_on_the_loaded_real
     real_renderer: MochiRenderer,
 ) -> None:
     """A renamed or removed API (as `enable_vae_tiling` was in diffusers 0.42) fails here, on a CPU."""
-    modules = ("mochi_app/generator.py", "mochi_app/fast_path.py", "benchmarks/gpu_mochi.py")
+    modules = ("mochi_app/loader.py", "mochi_app/renderer.py", "mochi_app/fast_path.py", "benchmarks/gpu_mochi.py")
     paths = set().union(*(pipe_attribute_paths(REPO / module) for module in modules))
     assert ("vae", "enable_tiling") in paths and ("enable_model_cpu_offload",) in paths
     missing = []

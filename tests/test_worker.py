@@ -13,8 +13,8 @@ from redis import Redis
 from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
-from mochi_app.generator import Rendering, StepCallback
 from mochi_app.queue import JobQueue
+from mochi_app.renderer import Rendering, StepCallback
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus
 from mochi_app.tokens import TokenCounter

@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 
 from mochi_app.config import Settings
-from mochi_app.generator import (
+from mochi_app.loader import (
     GIB,
     REAL_MODEL_ID,
-    MochiRenderer,
     ModelUnavailable,
-    PromptTooLong,
     check_gpu_usable,
     choose_device,
     choose_offload,
     cpu_threads,
-    is_out_of_memory,
     load_renderer,
     resolve_model,
     use_compile_caches,
-    warm_up_shape,
 )
+from mochi_app.renderer import MochiRenderer, PromptTooLong, is_out_of_memory, warm_up_shape
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tiny_model import TINY_MODEL_DIRNAME, build_tiny_pipeline
 from tests.conftest import SMALL

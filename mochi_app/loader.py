@@ -1,29 +1,22 @@
-"""The seam to torch and diffusers: load the Mochi pipeline (real or tiny) and render one request."""
+"""Which model, device and offload a worker uses, and loading that model (real or tiny) into a MochiRenderer."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mochi_app.config import Device, Offload, Settings
-from mochi_app.fast_path import FastPath, apply_fast_path, uncompile_blocks
+from mochi_app.fast_path import FastPath, apply_fast_path
 from mochi_app.gpus import shown_gpu
-from mochi_app.schemas import GenerationRequest, token_limit_message
-from mochi_app.stages import DownloadProgress, Stage, StageReport
-from mochi_app.video import Frames
+from mochi_app.renderer import TINY, MochiRenderer, log_stage
+from mochi_app.stages import Stage, StageReport
 
 log = logging.getLogger(__name__)
 
 REAL_MODEL_ID = "genmo/mochi-1-preview"
-TINY = "tiny"
 GIB = 1024**3
 # bf16 Mochi: ~20 GB transformer + ~9.5 GB T5-XXL + VAE; tiled decode and activations need the rest.
 RESIDENT_MIN_FREE_BYTES = 42 * GIB
@@ -32,42 +25,10 @@ MODEL_OFFLOAD_MIN_FREE_BYTES = 26 * GIB
 # The hub repo's bf16 variant covers the transformer and the VAE; its T5 encoder has fp32 files only,
 # which diffusers loads and casts. The download is about 40 GB: transformer ~20 GB, T5 ~19 GB, VAE ~1 GB.
 REAL_VARIANT = "bf16"
-# cuBLAS and cuDNN report a failed allocation as a RuntimeError, not torch.OutOfMemoryError.
-OUT_OF_MEMORY_MESSAGE = re.compile(r"out of memory|ALLOC_FAILED|NOT_ENOUGH_WORKSPACE", re.IGNORECASE)
-# The warm-up render: on CUDA at the size jobs use (848x480), so that compiling and kernel tuning happen
-# at production shapes; on a CPU small, where it only pays the first-call costs.
-CUDA_WARM_UP = {"num_frames": 7, "height": 480, "width": 848, "num_inference_steps": 2}
-CPU_WARM_UP = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
-
-StepCallback = Callable[[int, int], None]
 
 
 class ModelUnavailable(RuntimeError):
     """The configured model cannot run here; the message says why and what to set instead."""
-
-
-class PromptTooLong(ValueError):
-    """The pipeline would have to truncate the prompt."""
-
-
-class OutOfMemory(RuntimeError):
-    """The render did not fit in the device's memory; the message says what to try instead."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rendering:
-    frames: Frames
-    denoise_s: float
-    decode_s: float
-    peak_gpu_memory_bytes: int | None = None  # the most CUDA memory the render held; None off CUDA
-
-
-def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
-    where = "GPU memory" if device.startswith("cuda") else "memory"
-    return (
-        f"out of {where} rendering {request.rendered_num_frames} frames at {request.width}x{request.height}: "
-        "try fewer frames or a smaller size, or run the worker with MOCHI_OFFLOAD=model (or sequential)"
-    )
 
 
 def cpu_threads(workers: int | None, cores: int | None = None) -> int:
@@ -96,24 +57,11 @@ def resolve_model(model: str, cuda_available: bool) -> str:
     return model
 
 
-def warm_up_shape(device: str, is_tiny: bool) -> dict[str, int]:
-    """The real model on CUDA warms up at the size jobs use; anything else small."""
-    return CUDA_WARM_UP if device.startswith("cuda") and not is_tiny else CPU_WARM_UP
-
-
 def choose_device(device: Device, cuda_available: bool) -> str:
     """`auto` means cuda when torch can use a GPU, else cpu."""
     if device == "auto":
         return "cuda" if cuda_available else "cpu"
     return device
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and OUT_OF_MEMORY_MESSAGE.search(str(exc)) is not None
-    )
 
 
 def cuda_problem() -> str | None:
@@ -167,139 +115,6 @@ def choose_offload(offload: Offload, free_bytes: int) -> Offload:
     return "sequential"
 
 
-class MochiRenderer:
-    """A loaded `MochiPipeline`, kept for the life of the process."""
-
-    def __init__(self, pipe: Any, model_name: str, load_s: float, fast_path: FastPath | None = None) -> None:
-        pipe.set_progress_bar_config(disable=True)  # progress goes to the job record instead
-        self.pipe = pipe
-        self.model_name = model_name
-        self.load_s = load_s
-        self.fast_path = fast_path or FastPath()
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.model_name == TINY
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.pipe.tokenizer(text).input_ids)
-
-    def tokenizer_json(self) -> str:
-        """The tokenizer as the pipeline really runs it, for counting tokens without torch."""
-        return str(self.pipe.tokenizer.backend_tokenizer.to_str())
-
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
-        """Render `request`; `on_step(step, total)` runs after every denoising step and may raise to stop."""
-        import torch
-
-        # 1. Refuse what the pipeline would silently truncate.
-        self._check_prompt_length(request)
-
-        # 2. Denoise and decode, timing the boundary between them at the last step's callback.
-        total = request.num_inference_steps
-        last_step_at = time.perf_counter()
-
-        device = self.device
-        on_cuda = device.startswith("cuda")
-
-        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal last_step_at
-            if on_cuda and index + 1 == total:
-                torch.cuda.synchronize(device)  # kernels run ahead of Python: denoising ends when they do
-            last_step_at = time.perf_counter()
-            on_step(index + 1, total)
-            return {}
-
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        started_at = time.perf_counter()
-        out_of_memory = False
-        try:
-            with torch.inference_mode():
-                output = self.pipe(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
-                    num_frames=request.rendered_num_frames,
-                    height=request.height,
-                    width=request.width,
-                    num_inference_steps=request.num_inference_steps,
-                    guidance_scale=request.guidance_scale,
-                    # A CPU generator gives the same noise for a seed on every device.
-                    generator=torch.Generator("cpu").manual_seed(request.seed or 0),
-                    output_type="np",
-                    callback_on_step_end=step_end,
-                    callback_on_step_end_tensor_inputs=[],
-                    max_sequence_length=self.max_sequence_length,
-                )
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise  # the job runner releases the memory once it has recorded the failure
-            out_of_memory = True
-        if out_of_memory:
-            # Out here, not in the except clause: the traceback (and every tensor its frames hold) is
-            # gone, so the memory can really be given back before the next job.
-            self.release_memory()
-            raise OutOfMemory(out_of_memory_advice(request, device))
-        finished_at = time.perf_counter()
-        peak_gpu_memory_bytes = int(torch.cuda.max_memory_allocated(device)) if on_cuda else None
-
-        # 3. Floats in [0, 1] to 8-bit RGB frames.
-        frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
-        return Rendering(
-            frames=frames,
-            denoise_s=last_step_at - started_at,
-            decode_s=finished_at - last_step_at,
-            peak_gpu_memory_bytes=peak_gpu_memory_bytes,
-        )
-
-    @property
-    def device(self) -> str:
-        return str(self.pipe._execution_device)
-
-    @staticmethod
-    def release_memory() -> None:
-        """Hand cached GPU blocks back so the next job starts with the whole device."""
-        import gc
-
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def warm_up(self, report: StageReport | None = None) -> float:
-        """Render one short clip so the first job pays no first-call costs (compiling included); returns seconds."""
-        started_at = time.perf_counter()
-        shape = warm_up_shape(self.device, self.is_tiny)
-        request = GenerationRequest.model_validate({"prompt": "warm up", "seed": 0, **shape})
-        compiling = ", compiling the transformer blocks" if self.fast_path.compile_blocks else ""
-        (report or _log_stage)(Stage.WARMING_UP, f"a first {request.width}x{request.height} render{compiling}")
-        try:
-            self.render(request, on_step=lambda step, total: None)
-        except OutOfMemory:
-            raise
-        except Exception as exc:
-            if not self.fast_path.compile_blocks:
-                raise
-            # A compiler that fails here would fail every job: serve them uncompiled instead.
-            log.error("compiling the transformer blocks failed (%s: %s); rendering without it", type(exc).__name__, exc)
-            uncompile_blocks(self.pipe)
-            self.fast_path = replace(self.fast_path, compile_blocks=False)
-            self.render(request, on_step=lambda step, total: None)
-        return time.perf_counter() - started_at
-
-    @property
-    def max_sequence_length(self) -> int:
-        return int(self.pipe.transformer.config.max_sequence_length)
-
-    def _check_prompt_length(self, request: GenerationRequest) -> None:
-        limit = self.max_sequence_length
-        for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            tokens = self.count_tokens(text)
-            if tokens > limit:
-                raise PromptTooLong(token_limit_message(name, tokens, limit))
-
-
 def load_renderer(settings: Settings, report: StageReport | None = None) -> MochiRenderer:
     """Load the model `settings.model` names on `settings.device`, announcing loudly which one it is.
 
@@ -308,7 +123,7 @@ def load_renderer(settings: Settings, report: StageReport | None = None) -> Moch
     """
     import torch
 
-    report = report or _log_stage
+    report = report or log_stage
     use_compile_caches(settings.compile_cache_dir)
     _quiet_library_chatter()
     started_at = time.perf_counter()
@@ -335,7 +150,7 @@ def load_renderer(settings: Settings, report: StageReport | None = None) -> Moch
     apply_fast_path(pipe, fast_path)
     load_s = time.perf_counter() - started_at
     log.info("model %s loaded in %.1f s on %s (%s)", model, load_s, device, pipe.transformer.dtype)
-    return MochiRenderer(pipe, model, load_s, fast_path)
+    return MochiRenderer(pipe, model, fast_path)
 
 
 def use_compile_caches(folder: Path) -> None:
@@ -343,10 +158,6 @@ def use_compile_caches(folder: Path) -> None:
     does not compile again; an operator's own locations win. Both are read when compiling, not at import."""
     for variable, name in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
         os.environ.setdefault(variable, str(folder / name))
-
-
-def _log_stage(stage: Stage, detail: str | None = None, download: DownloadProgress | None = None) -> None:
-    log.info("%s%s%s", stage, f": {detail}" if detail else "", f" ({download.describe()})" if download else "")
 
 
 def _quiet_library_chatter() -> None:
