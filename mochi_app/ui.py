@@ -1,96 +1,28 @@
-"""The Gradio Blocks page: prompt form, live job card, player, the account's gallery, and the named API events."""
+"""The Gradio Blocks page: prompt form, live job card, player and the account's gallery."""
 
 # No `from __future__ import annotations` here: Gradio reads these handlers' type hints at runtime.
 
-import functools
-import logging
-from collections.abc import Callable
 from html import escape
-from typing import Any, TypeVar
+from typing import Any
 
 import gradio as gr
 from redis.exceptions import RedisError
 
 from mochi_app import cards
 from mochi_app.accounts import NotSignedIn
-from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound, refusal
-from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest, JobPublic
+from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
+from mochi_app.events import account_of, address_of, user_errors
+from mochi_app.gradio_api import DEFAULTS, add_api
+from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
+from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, JobPublic
 from mochi_app.studio import Studio
-
-log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 GALLERY_PAGE_SIZE = 6
 POLL_INTERVAL_S = 1.0
-DEFAULTS = {name: field.default for name, field in GenerationRequest.model_fields.items()}
 # name: (num_inference_steps, num_frames), clamped to the configured limits.
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
-
-# The key goes to POST /session, which keeps it in an HttpOnly cookie; the page's scripts never store it.
-SIGN_IN_JS = """async (key) => {
-  const response = await fetch("session", {method: "POST", headers: {"Content-Type": "application/json"},
-                                           body: JSON.stringify({api_key: key})});
-  if (response.ok) { window.location.reload(); return ""; }
-  return "**" + (await response.json()).detail + "**";
-}"""
-SIGN_OUT_JS = """async () => { await fetch("session", {method: "DELETE"}); window.location.reload(); }"""
-
-CSS = """
-.banner { padding: 8px 12px; border-radius: 8px; background: var(--block-background-fill); }
-.banner.warn { background: #fff4e5; color: #7a4100; }
-.banner.error { background: #fee2e2; color: #991b1b; }
-.banner.starting { display: flex; flex-direction: column; gap: 4px; background: #eff6ff; color: #1e3a8a; }
-.banner progress { width: 100%; height: 10px; }
-.job-card { display: flex; flex-direction: column; gap: 6px; padding: 12px; border-radius: 8px;
-  border: 1px solid var(--border-color-primary); min-height: 72px; }
-.job-card.empty { color: var(--body-text-color-subdued); justify-content: center; }
-.job-card progress { width: 100%; height: 12px; }
-.badge { font-size: 12px; font-weight: 600; padding: 2px 8px; border-radius: 999px; background: #e5e7eb; color: #111; }
-.badge.pending { background: #e0e7ff; color: #3730a3; } .badge.running { background: #dbeafe; color: #1e40af; }
-.badge.completed { background: #dcfce7; color: #166534; } .badge.failed { background: #fee2e2; color: #991b1b; }
-.badge.cancelled { background: #f3f4f6; color: #4b5563; }
-.meta { font-size: 13px; color: var(--body-text-color-subdued); } .error { color: #b91c1c; }
-.player { width: 100%; max-height: 60vh; border-radius: 8px; background: #000; }
-.download { display: inline-block; margin-top: 6px; }
-.gallery-grid { flex-wrap: wrap !important; gap: 12px; }
-.gallery-item { min-width: 260px !important; max-width: 32%; border: 1px solid var(--border-color-primary);
-  border-radius: 8px; padding: 8px; }
-.thumb { width: 100%; aspect-ratio: 16 / 9; border-radius: 6px; background: #111; object-fit: contain; }
-.thumb.placeholder { display: flex; align-items: center; justify-content: center; background: #f3f4f6; }
-.caption .prompt { font-weight: 500; margin: 4px 0; }
-"""
-
-
-def _user_errors(fn: F) -> F:
-    """Turn our errors into the messages errors.ERRORS gives them (gr.Error), never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            answer = refusal(exc)
-            if answer is None:
-                raise
-            if isinstance(exc, RedisError):
-                log.warning("queue unreachable", exc_info=True)
-            raise gr.Error(answer.detail, print_exception=False) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def account_of(studio: Studio, request: gr.Request) -> str:
-    """Who a Gradio event acts for: the same decision as every other door (accounts.Callers)."""
-    return studio.callers.account_for(request.headers)
-
-
-def address_of(request: gr.Request) -> str | None:
-    """The client's address, as the per-address limits count it."""
-    client = request.client
-    return client.host if client is not None else None
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -271,7 +203,7 @@ class StudioPage:
     def reuse(used: int | None) -> tuple[Any, Any]:
         return (False, used) if used is not None else (gr.skip(), gr.skip())
 
-    @_user_errors
+    @user_errors
     def submit_form(  # noqa: PLR0917 - Gradio passes the form's components positionally
         self,
         prompt: str,
@@ -346,12 +278,12 @@ class StudioPage:
         else:
             self.then_refresh(end_button.click(self.cancel_job, item, None, **INTERNAL))
 
-    @_user_errors
+    @user_errors
     def cancel_job(self, job_id: str | None, request: gr.Request) -> None:
         if job_id:
             self.studio.cancel(self.account(request), job_id)
 
-    @_user_errors
+    @user_errors
     def remix(self, job_id: str, request: gr.Request) -> tuple[Any, ...]:
         asked = self.studio.status(self.account(request), job_id).request
         return (
@@ -359,65 +291,8 @@ class StudioPage:
             *(asked.num_inference_steps, asked.guidance_scale, False, asked.seed, asked.fps),
         )
 
-    @_user_errors
+    @user_errors
     def delete(self, job_id: str, followed: str | None, request: gr.Request) -> str | None:
         self.studio.delete(self.account(request), job_id)
         gr.Info("Deleted.")
         return None if followed == job_id else followed
-
-
-def add_api(studio: Studio) -> None:
-    """The named events for gradio_client: each answers at once; poll /status until the job ends."""
-
-    def account(request: gr.Request) -> str:
-        return account_of(studio, request)
-
-    @_user_errors
-    def submit(  # noqa: PLR0917 - the API's parameters, in diffusers' order
-        request: gr.Request,
-        prompt: str,
-        negative_prompt: str = DEFAULTS["negative_prompt"],
-        num_frames: int = DEFAULTS["num_frames"],
-        height: int = DEFAULTS["height"],
-        width: int = DEFAULTS["width"],
-        num_inference_steps: int = DEFAULTS["num_inference_steps"],
-        guidance_scale: float = DEFAULTS["guidance_scale"],
-        seed: int | None = None,
-        fps: int = DEFAULTS["fps"],
-    ) -> dict[str, Any]:
-        """Queue a prompt; returns the job (its job_id, status and seed) at once."""
-        params = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "num_frames": num_frames,
-            "height": height,
-            "width": width,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "fps": fps,
-        }
-        return studio.submit(account(request), params, address_of(request)).model_dump(mode="json")
-
-    @_user_errors
-    def status(request: gr.Request, job_id: str) -> dict[str, Any]:
-        """A job's status, progress, queue position and, once COMPLETED, its download_url."""
-        return studio.status(account(request), job_id).model_dump(mode="json")
-
-    @_user_errors
-    def jobs(request: gr.Request, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
-        """Your jobs, newest first; pass next_cursor back as cursor for the next page."""
-        # Gradio passes what the caller sent, typed or not: checked here, as REST's query parameters are.
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise InvalidRequest({"limit": f"limit must be an integer, got {limit!r}"})
-        if cursor is not None and not isinstance(cursor, str):
-            raise InvalidRequest({"cursor": f"cursor must be text, got {cursor!r}"})
-        return studio.jobs(account(request), limit, cursor).model_dump(mode="json")
-
-    @_user_errors
-    def cancel(request: gr.Request, job_id: str) -> dict[str, Any]:
-        """Cancel a pending job, or stop a running one at its next step."""
-        return studio.cancel(account(request), job_id).model_dump(mode="json")
-
-    for fn in (submit, status, jobs, cancel):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)  # type: ignore[attr-defined]

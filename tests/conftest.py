@@ -278,7 +278,7 @@ def studio_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
     app.child.stop()
 
 
-def finished(queue: JobQueue, job_id: str, timeout_s: float = 120) -> JobRecord:
+def finished(queue: JobQueue, job_id: str, timeout_s: float = 240) -> JobRecord:
     def terminal() -> JobRecord | None:
         record = queue.store.get(job_id)
         return record if record is not None and record.status.is_terminal else None

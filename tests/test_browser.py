@@ -105,7 +105,7 @@ def test_a_bad_request_shows_a_message_not_a_traceback(page: Page) -> None:
     page.get_by_label("Prompt", exact=True).fill("   ")
     page.get_by_role("button", name="Generate").click()
     toast = page.get_by_text("prompt must not be empty")
-    toast.wait_for(timeout=15_000)
+    toast.wait_for(timeout=60_000)
     assert "Traceback" not in page.content()
 
 
@@ -114,10 +114,10 @@ def test_remix_loads_a_jobs_parameters_into_the_form(page: Page, studio_app: Run
     httpx.post(f"{studio_app.url}/generate", json=params).raise_for_status()
     page.reload()
     item = page.locator(".gallery-item").first
-    item.get_by_text(params["prompt"]).wait_for(timeout=15_000)
+    item.get_by_text(params["prompt"]).wait_for(timeout=60_000)
     item.get_by_role("button", name="Remix").click()
     prompt_box = page.get_by_label("Prompt", exact=True)
-    wait_for(lambda: prompt_box.input_value() == params["prompt"], 15, "the remixed prompt in the form")
+    wait_for(lambda: prompt_box.input_value() == params["prompt"], 60, "the remixed prompt in the form")
     page.get_by_text("Advanced").click()
     assert not page.get_by_label("Random seed").is_checked()
     assert page.get_by_label("Seed", exact=True).input_value() == "1234"
@@ -138,17 +138,17 @@ def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web:
     _, key = AccountStore(Redis.from_url(redis_url)).create(name)
     page = browser.new_page()
     page.goto(public_web)
-    page.get_by_text("You are a guest").wait_for(timeout=15_000)
+    page.get_by_text("You are a guest").wait_for(timeout=60_000)
     page.get_by_role("button", name="Sign in with an API key").click()
     page.get_by_label("API key").fill("mochi_not_a_real_key")
     page.get_by_role("button", name="Sign in", exact=True).click()
-    page.get_by_text("that API key is not valid").wait_for(timeout=15_000)
+    page.get_by_text("that API key is not valid").wait_for(timeout=60_000)
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in", exact=True).click()
-    page.get_by_text(f"Signed in as {name}").wait_for(timeout=15_000)
+    page.get_by_text(f"Signed in as {name}").wait_for(timeout=60_000)
     page.get_by_role("button", name="Sign in with an API key").click()
     page.get_by_role("button", name="Sign out").click()
-    page.get_by_text("You are a guest").wait_for(timeout=15_000)
+    page.get_by_text("You are a guest").wait_for(timeout=60_000)
     page.close()
 
 
@@ -172,7 +172,7 @@ def test_a_first_start_shows_each_stage_with_download_progress(
             banner = page.locator(".banner.starting")
             banner.get_by_text("A worker is starting: downloading the model.").wait_for(timeout=120_000)
             page.locator(".banner.starting progress").wait_for()
-            wait_for(lambda: " of " in banner.inner_text(), 30, "the downloaded bytes on the banner")
+            wait_for(lambda: " of " in banner.inner_text(), 60, "the downloaded bytes on the banner")
             health = httpx.get(f"{url}/healthz").json()
             assert health["status"] == "degraded"
             assert health["detail"].startswith("no worker is ready yet: downloading: fetching genmo/mochi-1-preview")

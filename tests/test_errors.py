@@ -29,10 +29,10 @@ from mochi_app.errors import (
     RequestTooLarge,
     refusal,
 )
+from mochi_app.events import user_errors
 from mochi_app.middleware import send_refusal
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import InvalidRequest
-from mochi_app.ui import _user_errors
 
 # Our error classes that never reach a web request, and where each is handled instead.
 NOT_THE_WEBS = {
@@ -134,7 +134,7 @@ def test_rest_and_the_page_answer_each_row_alike(
     for name, value in headers.items():
         assert early.headers[name] == value
 
-    @_user_errors
+    @user_errors
     def handler() -> None:
         raise RAISED[index]
 
@@ -146,7 +146,7 @@ def test_rest_and_the_page_answer_each_row_alike(
 def test_an_error_that_is_not_ours_to_explain_is_not_dressed_up() -> None:
     assert refusal(KeyError("x")) is None
 
-    @_user_errors
+    @user_errors
     def handler() -> None:
         raise KeyError("x")
 

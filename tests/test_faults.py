@@ -84,7 +84,9 @@ def test_jobs_accepted_just_before_the_server_is_killed_survive_in_order_and_com
             accepted.append(response.json()["job_id"])
         kill_and_restart(own_server)
 
-        after = [wait_for(lambda job_id=job_id: status(url, job_id), 30, "the web to reconnect") for job_id in accepted]
+        after = [
+            wait_for(lambda job_id=job_id: status(url, job_id), 120, "the web to reconnect") for job_id in accepted
+        ]
         assert [(job["status"], job["queue_position"]) for job in after] == [  # type: ignore[index]
             ("PENDING", 0),
             ("PENDING", 1),

@@ -166,7 +166,7 @@ def test_healthz_counts_a_dead_worker_out_within_its_heartbeat(
         assert studio.health().live_workers == 1
         os.kill(worker.process.pid, signal.SIGKILL)  # RQ's registration stays for minutes
         worker.process.wait()
-        wait_for(lambda: studio.health().live_workers == 0, 30, "the dead worker to be counted out")
+        wait_for(lambda: studio.health().live_workers == 0, 120, "the dead worker to be counted out")
         assert studio.health().status == "degraded"
     finally:
         worker.stop()

@@ -48,7 +48,7 @@ def test_a_lost_job_goes_back_to_the_front_once_then_fails(
     settings: Settings, redis: Redis, count_tokens: TokenCounter
 ) -> None:
     job_queue = JobQueue(redis, replace(settings, heartbeat_ttl_s=2), count_tokens)
-    wait_for(lambda: server_uptime_s(redis) >= 2, 5, "the server to be up for a heartbeat TTL")
+    wait_for(lambda: server_uptime_s(redis) >= 2, 30, "the server to be up for a heartbeat TTL")
     waiting = job_queue.submit(new_account(), {"prompt": "waiting", **SMALL})
     lost = job_queue.submit(new_account(), {"prompt": "lost", **SMALL})
     running_on(job_queue, lost.job_id, "ghost-1", attempts=1)

@@ -93,7 +93,7 @@ def test_counters_and_histograms_move_by_exactly_the_jobs_that_ran(
         worker = start_worker(own_settings, tmp_path / "worker.log")
         try:
             ended = [finished(own_queue, record.job_id) for record in (*rendered, too_long, cancelled)]
-            wait_for(lambda: scrape(http)["mochi_live_workers{}"] == 1, 10, "the worker to be counted")
+            wait_for(lambda: scrape(http)["mochi_live_workers{}"] == 1, 60, "the worker to be counted")
             after = scrape(http)
         finally:
             worker.stop()
