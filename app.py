@@ -3,8 +3,8 @@
 import sys
 
 from mochi_app.config import Settings, SettingsError
+from mochi_app.connections import QueueUnavailable
 from mochi_app.logs import configure_logging
-from mochi_app.redis_server import QueueUnavailable
 from mochi_app.supervisor import run_all
 
 

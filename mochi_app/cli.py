@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from mochi_app.redis_server import QueueUnavailable
+    from mochi_app.connections import QueueUnavailable
     from mochi_app.web import serve
 
     try:
@@ -98,7 +98,7 @@ def _serve(settings: Settings) -> int:
 def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
     """Reaches the same server as a running app.py: MOCHI_REDIS_URL, or the embedded one's recorded URL."""
     from mochi_app.accounts import AccountError, AccountStore
-    from mochi_app.redis_server import QueueUnavailable, connect
+    from mochi_app.connections import QueueUnavailable, connect
 
     try:
         store = AccountStore(connect(settings))
@@ -125,9 +125,9 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
 
 def _worker(settings: Settings, burst: bool) -> int:
     """Exit 2 (CANNOT_RUN_HERE) when the model cannot run on this host: restarting would not help."""
+    from mochi_app.connections import QueueUnavailable
     from mochi_app.download import HubUnreachable
     from mochi_app.loader import ModelUnavailable
-    from mochi_app.redis_server import QueueUnavailable
     from mochi_app.worker import run_worker
 
     try:

@@ -1,4 +1,4 @@
-"""The embedded Redis-compatible server's lifecycle, and how every process finds the server to use."""
+"""The embedded Redis-compatible server (Valkey) app.py runs: start, stop, and its URL recorded for the others."""
 
 from __future__ import annotations
 
@@ -10,22 +10,14 @@ import time
 from pathlib import Path
 
 from redis import Redis
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
-from mochi_app.config import Settings
+from mochi_app.connections import URL_FILENAME, QueueUnavailable, recorded_url
 
 log = logging.getLogger(__name__)
 
-URL_FILENAME = "server.url"
 SOCKET_FILENAME = "valkey.sock"
-REDIS_RETRIES = 3
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux; longer data dirs fall back to a loopback port
-
-
-class QueueUnavailable(RuntimeError):
-    """No Redis-compatible server answers where the settings say it is."""
 
 
 def server_binary() -> Path:
@@ -57,7 +49,7 @@ class EmbeddedServer:
     def start(self, timeout_s: float = 15.0) -> str:
         """Start the server and wait until it answers; returns its URL."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        recorded = _recorded_url(self.directory)
+        recorded = recorded_url(self.directory)
         if recorded and _answers(recorded):
             raise QueueUnavailable(f"a server for {self.directory} is already running at {recorded}")
         listen, self.url = self._listen_args()
@@ -106,41 +98,6 @@ class EmbeddedServer:
         if self._port is None:
             self._port = free_loopback_port()
         return ["--port", str(self._port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{self._port}/0"
-
-
-def queue_url(settings: Settings) -> str:
-    """`MOCHI_REDIS_URL`, else the URL the embedded server under `MOCHI_DATA_DIR` recorded."""
-    url = settings.redis_url or _recorded_url(settings.redis_dir)
-    if not url:
-        raise QueueUnavailable(
-            f"no queue server: set MOCHI_REDIS_URL, or start `python app.py` with MOCHI_DATA_DIR={settings.data_dir}"
-        )
-    return url
-
-
-def redis_client(url: str, timeout_s: float | None = None) -> Redis:
-    """A client that gives up on a vanished server within about a second (redis-py's default
-    retries for several): callers then answer 503, or render on and record the result later."""
-    retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=REDIS_RETRIES)
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
-
-
-def connect(settings: Settings) -> Redis:
-    """A client for the server `queue_url` names, once it has answered."""
-    url = queue_url(settings)
-    client = redis_client(url)
-    try:
-        client.ping()
-    except RedisError as exc:
-        raise QueueUnavailable(f"the queue server at {url} does not answer: {exc}") from None
-    return client
-
-
-def _recorded_url(directory: Path) -> str:
-    try:
-        return (directory / URL_FILENAME).read_text().strip()
-    except FileNotFoundError:
-        return ""
 
 
 def _answers(url: str) -> bool:

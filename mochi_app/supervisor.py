@@ -14,9 +14,10 @@ from pathlib import Path
 from types import FrameType
 
 from mochi_app.config import PRIVATE_UMASK, Settings
+from mochi_app.connections import QueueUnavailable
 from mochi_app.disk import check_writable
 from mochi_app.gpus import visible_gpus, worker_gpus
-from mochi_app.redis_server import EmbeddedServer, QueueUnavailable
+from mochi_app.redis_server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
+from mochi_app.connections import queue_url, redis_client
 from mochi_app.guests import NewGuestLimit
 from mochi_app.http_server import read_deadline_protocol
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.page_assets import CSS
-from mochi_app.redis_server import queue_url, redis_client
 from mochi_app.sessions import SessionsPerCaller
 from mochi_app.studio import Studio
 from mochi_app.ui import build_ui

@@ -15,12 +15,12 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
+from mochi_app.connections import connect
 from mochi_app.liveness import Heartbeat
 from mochi_app.loader import load_renderer
 from mochi_app.logs import job_logging
 from mochi_app.model_card import publish_model_card
 from mochi_app.queue import JobQueue, rq_queue
-from mochi_app.redis_server import connect
 from mochi_app.renderer import MochiRenderer
 from mochi_app.runner import GracefulStop, JobRunner
 from mochi_app.stages import Stage

@@ -17,7 +17,7 @@ import pytest
 from gradio_client import Client
 
 from mochi_app.config import Settings
-from mochi_app.redis_server import connect
+from mochi_app.connections import connect
 from mochi_app.store import JobStore
 from mochi_app.video import job_videos
 from tests.conftest import REPO, SLOW, SMALL, RunningApp, newcomer_env, start_app, wait_for

@@ -10,7 +10,8 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
-from mochi_app.redis_server import EmbeddedServer, QueueUnavailable, connect, server_binary
+from mochi_app.connections import QueueUnavailable, connect
+from mochi_app.redis_server import EmbeddedServer, server_binary
 
 
 def test_the_server_binary_comes_from_the_wheel() -> None:
