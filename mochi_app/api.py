@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mochi_app.accounts import KEY_COOKIE, NotSignedIn
+from mochi_app.callers import KEY_COOKIE, NotSignedIn
 from mochi_app.errors import ERRORS, AccountNotFound, refusal
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
@@ -28,7 +28,7 @@ GENERATE_BODY_DOCS: dict[str, Any] = {
 
 
 def current_account(request: Request) -> str:
-    """Who the request acts for (see accounts.Callers); 401 when it can act for nobody."""
+    """Who the request acts for (see callers.Callers); 401 when it can act for nobody."""
     studio: Studio = request.app.state.studio
     return studio.callers.account_for(request.headers)
 

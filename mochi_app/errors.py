@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from mochi_app.accounts import NotSignedIn
+from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import InvalidRequest

@@ -37,7 +37,7 @@ def user_errors(fn: F) -> F:
 
 
 def account_of(studio: Studio, request: gr.Request) -> str:
-    """Who a Gradio event acts for: the same decision as every other door (accounts.Callers)."""
+    """Who a Gradio event acts for: the same decision as every other door (callers.Callers)."""
     return studio.callers.account_for(request.headers)
 
 

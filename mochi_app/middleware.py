@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mochi_app.accounts import cookies
+from mochi_app.callers import cookies
 from mochi_app.errors import CrossSiteWrite, NotOffered, RequestTooLarge, refusal
 from mochi_app.guests import GUEST_COOKIE, GuestTokens, NewGuestLimit
 from mochi_app.queue import TooBusy

@@ -12,7 +12,8 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from mochi_app.accounts import AccountStore, Callers
+from mochi_app.accounts import AccountStore
+from mochi_app.callers import Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
 from mochi_app.errors import JobConflict, JobNotFound

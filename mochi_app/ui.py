@@ -9,7 +9,7 @@ import gradio as gr
 from redis.exceptions import RedisError
 
 from mochi_app import cards
-from mochi_app.accounts import NotSignedIn
+from mochi_app.callers import NotSignedIn
 from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
 from mochi_app.events import account_of, address_of, user_errors
 from mochi_app.gradio_api import DEFAULTS, add_api

@@ -13,8 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from gradio.route_utils import API_PREFIX  # where Gradio mounts its routes under the page: /gradio_api
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from mochi_app.accounts import is_loopback
 from mochi_app.api import build_router, install_error_handlers
+from mochi_app.callers import is_loopback
 from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.connections import queue_url, redis_client

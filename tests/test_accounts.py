@@ -9,16 +9,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from mochi_app.accounts import (
-    KEY_COOKIE,
-    LOCAL_ACCOUNT,
-    AccountError,
-    AccountStore,
-    Callers,
-    NobodyCanSignIn,
-    NotSignedIn,
-    is_loopback,
-)
+from mochi_app.accounts import LOCAL_ACCOUNT, AccountError, AccountStore
+from mochi_app.callers import KEY_COOKIE, Callers, NobodyCanSignIn, NotSignedIn, is_loopback
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE, GuestTokens
 from mochi_app.redis_server import EmbeddedServer

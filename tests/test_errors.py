@@ -15,8 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import Receive, Scope, Send
 
 import mochi_app
-from mochi_app.accounts import NotSignedIn
 from mochi_app.api import install_error_handlers
+from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
 from mochi_app.errors import (
     ERRORS,
@@ -38,7 +38,7 @@ from mochi_app.schemas import InvalidRequest
 NOT_THE_WEBS = {
     "mochi_app.config.SettingsError": "a bad MOCHI_* variable: the process says so in one line and exits 2",
     "mochi_app.accounts.AccountError": "`python -m mochi_app accounts`: printed, exit 1",
-    "mochi_app.redis_server.QueueUnavailable": "start-up: app.py and serve print one line and exit 1",
+    "mochi_app.connections.QueueUnavailable": "start-up: app.py and serve print one line and exit 1",
     "mochi_app.loader.ModelUnavailable": "a worker or `generate`: start-up fails with the reason",
     "mochi_app.renderer.PromptTooLong": "a worker: the job FAILs with the message",
     "mochi_app.renderer.OutOfMemory": "a worker: the job FAILs with the message",

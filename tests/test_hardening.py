@@ -23,7 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from mochi_app.accounts import KEY_COOKIE, LOCAL_ACCOUNT, AccountStore
+from mochi_app.accounts import LOCAL_ACCOUNT, AccountStore
+from mochi_app.callers import KEY_COOKIE
 from mochi_app.config import Limits, Settings
 from mochi_app.guests import GUEST_COOKIE, GUEST_SECRET_FILE, BadGuestSecret, GuestTokens, address_group, load_secret
 from mochi_app.queue import JobQueue, TooBusy

@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mochi_app.accounts import KEY_COOKIE, AccountStore, Callers
+from mochi_app.accounts import AccountStore
+from mochi_app.callers import KEY_COOKIE, Callers
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE
 from tests.conftest import SMALL, guest_cookie, start_web
