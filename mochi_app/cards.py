@@ -7,8 +7,8 @@ from html import escape
 
 from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.model_card import ModelCard
 from mochi_app.schemas import JobPublic, JobStatus
+from mochi_app.served_model import ServedModel
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, headline
 
@@ -53,7 +53,7 @@ def who_label(account: str | None) -> str:
     return f"Signed in as **{escape(account)}**."
 
 
-def model_banner(card: ModelCard | None, workers: list[WorkerState] | None = None) -> str:
+def model_banner(card: ServedModel | None, workers: list[WorkerState] | None = None) -> str:
     """Which model renders the jobs; until a worker is ready, how far the newest one has got, or why it failed."""
     news = headline(workers or [])
     if news is not None and news.stage is Stage.FAILED:

@@ -17,7 +17,7 @@ class DataFolderUnusable(SettingsError):
 class LowOnDisk(RuntimeError):
     """Less than `MOCHI_MIN_FREE_DISK_BYTES` is free where videos or the queue server's data go."""
 
-    retry_after_s = 60  # about how often the chores that delete old videos run
+    retry_after_s = 60  # a guess: space comes back as retention or the operator deletes videos
 
 
 def check_free_space(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from mochi_app.accounts import FREE_ACCOUNT_PREFIXES
 from mochi_app.config import Settings
 from mochi_app.guests import address_group
 from mochi_app.rate_limits import wait_s
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress, TokenCounter
+from mochi_app.schemas import CountTokens, GenerationRequest, JobRecord, JobStatus, Progress
 from mochi_app.store import JobStore, job_key
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def rq_queue(redis: Redis, settings: Settings) -> Queue:
 class JobQueue:
     """Puts validated requests on the queue and takes them off again."""
 
-    def __init__(self, redis: Redis, settings: Settings, count_tokens: TokenCounter | None = None) -> None:
+    def __init__(self, redis: Redis, settings: Settings, count_tokens: CountTokens | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.count_tokens = count_tokens

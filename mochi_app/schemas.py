@@ -15,7 +15,7 @@ from mochi_app.stages import DownloadProgress, Stage
 from mochi_app.work import WorkLimit
 
 # Tokens in a text, or None when they cannot be counted yet (no worker has published its tokenizer).
-TokenCounter = Callable[[str], int | None]
+CountTokens = Callable[[str], int | None]
 
 MAX_SEED = 2**32 - 1
 UNCOUNTED_EXTRA_TOKENS = 2  # tokens no text pays for: SentencePiece's leading "▁" and the end-of-text token
@@ -94,7 +94,7 @@ class GenerationRequest(BaseModel):
 
     @classmethod
     def parse(
-        cls, data: Mapping[str, Any], limits: Limits, count_tokens: TokenCounter | None = None
+        cls, data: Mapping[str, Any], limits: Limits, count_tokens: CountTokens | None = None
     ) -> GenerationRequest:
         """Validate `data` against `limits`; raise InvalidRequest naming each bad field and value."""
         context = {"limits": limits, "count_tokens": count_tokens}
@@ -201,7 +201,7 @@ class GenerationRequest(BaseModel):
         return self
 
 
-def _context(info: ValidationInfo) -> tuple[Limits | None, TokenCounter | None]:
+def _context(info: ValidationInfo) -> tuple[Limits | None, CountTokens | None]:
     context = info.context or {}
     return context.get("limits"), context.get("count_tokens")
 

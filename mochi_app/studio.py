@@ -17,7 +17,6 @@ from mochi_app.callers import Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
 from mochi_app.errors import JobConflict, JobNotFound
-from mochi_app.model_card import ModelCard, ModelCards
 from mochi_app.queue import JobQueue
 from mochi_app.retention import remove_job
 from mochi_app.schemas import (
@@ -29,6 +28,7 @@ from mochi_app.schemas import (
     JobStatus,
     WorkerStatePublic,
 )
+from mochi_app.served_model import ServedModel, ServedModels
 from mochi_app.video import recorded_video
 from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 
@@ -48,7 +48,7 @@ class Studio:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.models = ModelCards(redis, settings.queue_name)
+        self.models = ServedModels(redis, settings.queue_name)
         self.queue = JobQueue(redis, settings, self.models.count_tokens)
         self.store = self.queue.store
         self.accounts = AccountStore(redis)
@@ -109,7 +109,7 @@ class Studio:
         remove_job(self.store, self.settings.videos_dir, record)
         log.info("job %s deleted by its account", job_id, extra={"job_id": job_id})
 
-    def model(self) -> ModelCard | None:
+    def model(self) -> ServedModel | None:
         return self.models.current()
 
     def workers(self) -> list[WorkerState]:

@@ -16,7 +16,7 @@ class TokenCounter:
 
     @classmethod
     def from_json(cls, tokenizer_json: str) -> TokenCounter:
-        """From the text of a `tokenizer.json` (what workers publish with their model card)."""
+        """From the text of a `tokenizer.json` (what workers publish beside their served model)."""
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_str(tokenizer_json))

@@ -15,11 +15,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mochi_app.api import build_router, install_error_handlers
 from mochi_app.callers import is_loopback
-from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.connections import queue_url, redis_client
 from mochi_app.guests import NewGuestLimit
 from mochi_app.http_server import read_deadline_protocol
+from mochi_app.maintenance import start_maintenance
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.page_assets import CSS
 from mochi_app.sessions import SessionsPerCaller
@@ -90,7 +90,7 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     studio: Studio = app.state.studio
     studio.callers.ensure_someone_can_sign_in()
-    start_chores(studio.queue)
+    start_maintenance(studio.queue)
     # Everything built so far (Gradio, FastAPI, the page) lives as long as the process: move it out of the
     # collector's sight, or every full collection walks it and stalls the event loop for 100+ ms.
     gc.collect()

@@ -13,16 +13,16 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from mochi_app.chores import start_chores
 from mochi_app.config import Settings
 from mochi_app.connections import connect
 from mochi_app.liveness import Heartbeat
 from mochi_app.loader import load_renderer
 from mochi_app.logs import job_logging
-from mochi_app.model_card import publish_model_card
+from mochi_app.maintenance import start_maintenance
 from mochi_app.queue import JobQueue, rq_queue
 from mochi_app.renderer import MochiRenderer
 from mochi_app.runner import GracefulStop, JobRunner
+from mochi_app.served_model import publish_served_model
 from mochi_app.stages import Stage
 from mochi_app.tasks import install_runner
 from mochi_app.video import ffmpeg_exe
@@ -78,7 +78,9 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     reporter.start()
     try:
         renderer = _start(settings, reporter)
-        publish_model_card(redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json())
+        publish_served_model(
+            redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json()
+        )
         reporter(Stage.READY, f"{renderer.model_name} on {renderer.device}")
         _serve(settings, redis, renderer, name, burst)
     finally:
@@ -105,7 +107,7 @@ def _serve(settings: Settings, redis: Redis, renderer: MochiRenderer, name: str,
     heartbeat = Heartbeat(redis, name, settings.heartbeat_ttl_s)
     heartbeat.start()
     # Every worker also runs the chores (reaping lost jobs first): a fleet needs no separate process.
-    stop_chores = start_chores(jobs)
+    stop_maintenance = start_maintenance(jobs)
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
     ready = f"worker {name} ready on queue {settings.queue_name!r} with model {renderer.model_name}"
@@ -121,6 +123,6 @@ def _serve(settings: Settings, redis: Redis, renderer: MochiRenderer, name: str,
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:
-        for chore in stop_chores:
+        for chore in stop_maintenance:
             chore.set()
         heartbeat.stop()

@@ -6,8 +6,8 @@ import time
 import uuid
 
 from mochi_app import cards
-from mochi_app.model_card import ModelCard
 from mochi_app.schemas import GenerationRequest, JobPublic, JobStatus, Progress, Timings
+from mochi_app.served_model import ServedModel
 
 
 def job(status: JobStatus, **changes: object) -> JobPublic:
@@ -62,5 +62,5 @@ def test_labels() -> None:
     assert cards.tokens_label(12, 256) == "12 / 256 tokens"
     assert "too long" in cards.tokens_label(300, 256)
     assert "once a worker has loaded the model" in cards.tokens_label(None, 256)
-    assert "noise" in cards.model_banner(ModelCard(name="tiny", is_tiny=True, tokenizer_sha256="x"))
+    assert "noise" in cards.model_banner(ServedModel(name="tiny", is_tiny=True, tokenizer_sha256="x"))
     assert "No worker has started yet" in cards.model_banner(None)

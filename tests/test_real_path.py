@@ -15,10 +15,10 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.loader import REAL_MODEL_ID, load_renderer
-from mochi_app.model_card import ModelCards
 from mochi_app.queue import JobQueue
 from mochi_app.renderer import MochiRenderer
 from mochi_app.schemas import InvalidRequest, JobStatus
+from mochi_app.served_model import ServedModels
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates
 from tests.conftest import REPO, finished, free_port, launch, new_account, start_worker, wait_for, worker_env
@@ -147,7 +147,7 @@ def test_a_worker_on_the_real_model_completes_a_job_and_counts_tokens_as_it_does
 ) -> None:
     worker = start_worker(settings, tmp_path / "worker.log", **hub_env(hub_home))
     try:
-        cards = ModelCards(redis, settings.queue_name)
+        cards = ServedModels(redis, settings.queue_name)
         card = cards.current()
         assert card is not None and (card.name, card.is_tiny) == (REAL_MODEL_ID, False)
         texts = ["a red fox", "A fox jumps over the lazy dog, slowly!", "café ☕ 東京", "a  cat\n\tdog", "<pad> </s> x"]

@@ -9,8 +9,8 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.errors import JobConflict, JobNotFound
-from mochi_app.model_card import publish_model_card
 from mochi_app.schemas import InvalidRequest, JobStatus
+from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio, download_path
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.video import attempt_video_path
@@ -100,7 +100,7 @@ def test_prompts_are_counted_with_the_tokenizer_the_workers_published(studio: St
     studio.submit(owner, {"prompt": " ".join(["cat"] * 60), **SMALL})  # 239 bytes
 
     tokenizer = build_tiny_tokenizer()
-    publish_model_card(studio.redis, settings.queue_name, "tiny", True, tokenizer.to_str())
+    publish_served_model(studio.redis, settings.queue_name, "tiny", True, tokenizer.to_str())
     assert studio.model() is not None and studio.model().is_tiny  # type: ignore[union-attr]
     assert studio.models.count_tokens("a cat") == len(tokenizer.encode("a cat").ids)
     with pytest.raises(InvalidRequest, match="prompt is 301 tokens long; the limit is 256"):

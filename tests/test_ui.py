@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
-from mochi_app.model_card import publish_model_card
+from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.ui import GALLERY_PAGE_SIZE, StudioPage
@@ -51,14 +51,14 @@ def test_the_timer_runs_until_a_worker_has_been_ready(page: StudioPage, visitor:
     before = shown(page, visitor, None)
     assert before["timer"].active is True  # type: ignore[attr-defined]
     assert "No worker has started yet" in str(before["banner"])
-    publish_model_card(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
+    publish_served_model(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
     after = shown(page, visitor, None)
     assert after["timer"].active is False  # type: ignore[attr-defined]
     assert "Model: <b>tiny</b>" in str(after["banner"])
 
 
 def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage, visitor: gr.Request) -> None:
-    publish_model_card(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
+    publish_served_model(page.studio.redis, page.studio.settings.queue_name, "tiny", True, tokenizer_json())
     assert shown(page, visitor, None)["timer"].active is False  # type: ignore[attr-defined]
     job = page.studio.submit(owner(page, visitor), {"prompt": "a cat", **SMALL})
     followed = shown(page, visitor, job.job_id)

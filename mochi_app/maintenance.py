@@ -1,4 +1,4 @@
-"""Background chores every worker and web process runs: recover lost jobs, expire old finished ones."""
+"""Maintenance every worker and web process runs in the background: recover lost jobs, expire old ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mochi_app.retention import expire_finished_jobs
 RETENTION_CHECK_S = 600.0
 
 
-def start_chores(queue: JobQueue) -> list[threading.Event]:
+def start_maintenance(queue: JobQueue) -> list[threading.Event]:
     """Start the chores in daemon threads; set the returned events to stop them.
 
     Every process runs them, so a fleet needs no separate janitor; each chore is safe to run twice.

@@ -11,7 +11,7 @@ from redis import Redis
 from mochi_app.tokens import TokenCounter
 
 
-class ModelCard(BaseModel):
+class ServedModel(BaseModel):
     """What a worker announces after loading: the model's name and its tokenizer's fingerprint."""
 
     name: str
@@ -19,7 +19,7 @@ class ModelCard(BaseModel):
     tokenizer_sha256: str
 
 
-def model_card_key(queue_name: str) -> str:
+def served_model_key(queue_name: str) -> str:
     return f"model:{queue_name}"
 
 
@@ -27,18 +27,18 @@ def tokenizer_key(sha256: str) -> str:
     return f"tokenizer:{sha256}"
 
 
-def publish_model_card(redis: Redis, queue_name: str, name: str, is_tiny: bool, tokenizer_json: str) -> ModelCard:
+def publish_served_model(redis: Redis, queue_name: str, name: str, is_tiny: bool, tokenizer_json: str) -> ServedModel:
     """Called by each worker once its model is loaded; the tokenizer is stored once per content."""
     sha256 = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-    card = ModelCard(name=name, is_tiny=is_tiny, tokenizer_sha256=sha256)
+    card = ServedModel(name=name, is_tiny=is_tiny, tokenizer_sha256=sha256)
     with redis.pipeline() as pipe:
         pipe.set(tokenizer_key(sha256), tokenizer_json)
-        pipe.set(model_card_key(queue_name), card.model_dump_json())
+        pipe.set(served_model_key(queue_name), card.model_dump_json())
         pipe.execute()
     return card
 
 
-class ModelCards:
+class ServedModels:
     """The web side: reads the current card and counts tokens with the workers' own tokenizer."""
 
     def __init__(self, redis: Redis, queue_name: str) -> None:
@@ -47,9 +47,9 @@ class ModelCards:
         self._counters: dict[str, TokenCounter] = {}
         self._lock = threading.Lock()
 
-    def current(self) -> ModelCard | None:
-        raw = self.redis.get(model_card_key(self.queue_name))
-        return None if raw is None else ModelCard.model_validate_json(raw)
+    def current(self) -> ServedModel | None:
+        raw = self.redis.get(served_model_key(self.queue_name))
+        return None if raw is None else ServedModel.model_validate_json(raw)
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in `text` as the workers' model counts them; None until a worker has published its card."""
