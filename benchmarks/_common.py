@@ -14,8 +14,9 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus, Progress
 from mochi_app.redis_server import EmbeddedServer
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Progress
+from mochi_app.schemas import GenerationRequest
 from mochi_app.tokens import TokenCounter
 
 PARAMS = {"prompt": "a cat walks on the beach", "num_frames": 31, "height": 96, "width": 160}

@@ -36,8 +36,9 @@ from benchmarks._common import embedded_settings
 from mochi_app.config import Settings
 from mochi_app.loader import load_renderer
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobStatus
 from mochi_app.renderer import MochiRenderer
-from mochi_app.schemas import GenerationRequest, JobStatus
+from mochi_app.schemas import GenerationRequest
 from mochi_app.store import job_key
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import write_mp4

@@ -15,7 +15,8 @@ from mochi_app.callers import KEY_COOKIE, NotSignedIn
 from mochi_app.errors import ERRORS, AccountNotFound, refusal
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
-from mochi_app.schemas import GenerationRequest, HealthPublic, JobPagePublic, JobPublic
+from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
+from mochi_app.schemas import GenerationRequest
 from mochi_app.studio import Studio
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.

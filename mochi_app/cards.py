@@ -7,7 +7,8 @@ from html import escape
 
 from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.schemas import JobPublic, JobStatus
+from mochi_app.public import JobPublic
+from mochi_app.records import JobStatus
 from mochi_app.served_model import ServedModel
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, headline

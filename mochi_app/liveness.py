@@ -11,7 +11,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from mochi_app.queue import JobQueue, heartbeat_key
-from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.records import JobRecord, JobStatus
+from mochi_app.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
             continue
         if queue.redis.exists(heartbeat_key(record.worker_id)):
             continue
-        after = queue.recover(job_id, record.worker_id)
+        after = Recovery(queue).recover(job_id, record.worker_id)
         if after is not None and after.status is not JobStatus.RUNNING:
             recovered.append(after)
     return recovered
@@ -93,8 +94,9 @@ class Reaper:
 
     def __call__(self) -> list[JobRecord]:
         recovered = reap_lost_jobs(self.queue)
-        suspects = self.queue.taken_but_waiting()
+        recovery = Recovery(self.queue)
+        suspects = recovery.taken_but_waiting()
         for job_id in sorted(suspects & self.suspects):
-            self.queue.requeue_waiting(job_id)
+            recovery.requeue_waiting(job_id)
         self.suspects = suspects
         return recovered

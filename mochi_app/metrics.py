@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mochi_app.schemas import JobStatus
+from mochi_app.records import JobStatus
 from mochi_app.tallies import (
     COUNT_FIELD,
     HISTOGRAMS,

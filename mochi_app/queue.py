@@ -1,4 +1,4 @@
-"""The only producer-side module that touches RQ: submit, cancel, queue position."""
+"""The producer side of the queue, the only one that enqueues with RQ: submit in fair turns, cancel, position."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.intermediate_queue import IntermediateQueue
 from rq.job import cancel_job
 from rq.serializers import JSONSerializer
 
@@ -23,7 +22,8 @@ from mochi_app.accounts import FREE_ACCOUNT_PREFIXES
 from mochi_app.config import Settings
 from mochi_app.guests import address_group
 from mochi_app.rate_limits import wait_s
-from mochi_app.schemas import CountTokens, GenerationRequest, JobRecord, JobStatus, Progress
+from mochi_app.records import JobRecord, JobStatus, Progress
+from mochi_app.schemas import CountTokens, GenerationRequest
 from mochi_app.store import JobStore, job_key
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,13 @@ class JobQueue:
         pivot = fair_slot(waiting, owners, record.account_id)
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)
-        self._push(pipe, record.job_id)
+        self.push(pipe, record.job_id)
         if pivot is not None:
             pipe.lrem(self.rq.key, 1, record.job_id)
             pipe.linsert(self.rq.key, "BEFORE", pivot, record.job_id)
         pipe.execute()
 
-    def _push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:
+    def push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:
         """The RQ job for `job_id`, inside the caller's open transaction."""
         self.rq.enqueue(
             RENDER_TASK,
@@ -147,105 +147,6 @@ class JobQueue:
             at_front=at_front,
             pipeline=pipe,
         )
-
-    def recover(self, job_id: str, lost_worker: str) -> JobRecord | None:
-        """A job whose worker is gone: back to the front of the queue once, FAILED "worker lost" after that.
-
-        Does nothing unless the job is still RUNNING on `lost_worker`. Returns the record afterwards.
-        """
-        return self._requeue(job_id, lost_worker, lost=True)
-
-    def give_back(self, job_id: str, worker_id: str) -> JobRecord | None:
-        """A stopping worker hands its job back to the front of the queue; the attempt does not count."""
-        return self._requeue(job_id, worker_id, lost=False)
-
-    def _requeue(self, job_id: str, worker_id: str, lost: bool) -> JobRecord | None:
-        changed = False
-
-        def retry_or_fail(record: JobRecord) -> JobRecord | None:
-            nonlocal changed
-            if record.status is not JobStatus.RUNNING or record.worker_id != worker_id:
-                return None
-            changed = True
-            if record.cancel_requested:
-                return record.model_copy(update={"status": JobStatus.CANCELLED, "finished_at": time.time()})
-            if lost and record.attempts >= MAX_ATTEMPTS:
-                return record.model_copy(
-                    update={"status": JobStatus.FAILED, "finished_at": time.time(), "error": WORKER_LOST}
-                )
-            restart = {
-                "status": JobStatus.PENDING,
-                "worker_id": None,
-                "started_at": None,
-                "model": None,
-                "attempts": record.attempts if lost else record.attempts - 1,
-                "progress": record.progress.model_copy(update={"step": 0}),
-            }
-            return record.model_copy(update=restart)
-
-        def requeue(pipe: Pipeline, record: JobRecord) -> None:
-            if record.status is JobStatus.PENDING:
-                self._push(pipe, record.job_id, at_front=True)  # it has waited its turn once already
-
-        record = self.store.update(job_id, retry_or_fail, along_with=requeue)
-        if changed and record is not None:
-            why = "lost" if lost else "stopping"
-            log.warning(
-                "job %s: worker %s %s; the job is now %s",
-                job_id,
-                worker_id,
-                why,
-                record.status,
-                extra={"job_id": job_id},
-            )
-        return record
-
-    def restore(self, job_id: str) -> bool:
-        """Put a waiting job back on the queue if RQ has lost its copy; returns whether it did.
-
-        RQ deletes its copy of a job once a worker has run it, even when the job went back on the
-        queue meanwhile (given back by a stopping worker, or re-queued by the reaper): each worker
-        calls this after every job, so such a job waits with a copy again.
-        """
-        return self.requeue_waiting(job_id, only_if=lambda: not self.redis.exists(self.rq.job_class.key_for(job_id)))
-
-    def taken_but_waiting(self) -> set[str]:
-        """Jobs RQ has taken off the queue (handed to a worker) whose record still says PENDING.
-
-        A live worker marks such a job RUNNING within milliseconds; one seen here twice, a reaper
-        round apart, was taken by a worker that died in between.
-        """
-        taken = {*IntermediateQueue(self.rq.key, self.redis).get_job_ids(), *self.rq.started_job_registry.get_job_ids()}
-        records = [self.store.get(job_id) for job_id in sorted(taken)]
-        return {record.job_id for record in records if record is not None and record.status is JobStatus.PENDING}
-
-    def requeue_waiting(self, job_id: str, only_if: Callable[[], bool] = lambda: True) -> bool:
-        """Put a PENDING job at the front of the queue afresh, dropping whatever RQ still holds of it."""
-        started_key = self.rq.started_job_registry.key
-        executions: list[bytes] = []
-
-        def if_still_waiting(record: JobRecord) -> JobRecord | None:
-            if record.status is not JobStatus.PENDING or not only_if():
-                return None
-            entries = cast(list[bytes], self.redis.zrange(started_key, 0, -1))  # "{job_id}:{execution_id}"
-            executions[:] = [entry for entry in entries if entry.startswith(f"{job_id}:".encode())]
-            return record
-
-        requeued = False
-
-        def afresh(pipe: Pipeline, record: JobRecord) -> None:
-            nonlocal requeued
-            requeued = True
-            pipe.lrem(self.rq.key, 0, job_id)
-            pipe.lrem(IntermediateQueue.get_intermediate_queue_key(self.rq.key), 0, job_id)
-            if executions:
-                pipe.zrem(started_key, *executions)
-            self._push(pipe, job_id, at_front=True)
-
-        self.store.update(job_id, if_still_waiting, along_with=afresh)
-        if requeued:
-            log.warning("job %s: put back at the front of the queue", job_id, extra={"job_id": job_id})
-        return requeued
 
     def _check_room(self, record: JobRecord, owners: list[str], addresses: list[str | None]) -> None:
         """TooBusy when the queue is full, or the account or (for accounts anyone can make) its address

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from mochi_app.schemas import JobRecord
+from mochi_app.records import JobRecord
 from mochi_app.store import JobStore
 from mochi_app.video import job_videos
 

@@ -14,8 +14,10 @@ from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
+from mochi_app.recovery import Recovery
 from mochi_app.renderer import OutOfMemory, PromptTooLong, Rendering, StepCallback
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus, Timings, VideoInfo
+from mochi_app.schemas import GenerationRequest
 from mochi_app.store import JobStore
 from mochi_app.video import VideoNotWritten, attempt_video_path, write_mp4
 
@@ -256,7 +258,7 @@ class JobRunner:
     def _give_back(self, job_id: str) -> None:
         """Put the job back at the front of the queue for another worker; this run does not count."""
         try:
-            self.queue.give_back(job_id, self.worker_id)
+            Recovery(self.queue).give_back(job_id, self.worker_id)
         except RedisError:  # the reaper finds the job once our heartbeat lapses
             log.warning("job %s: could not give the job back (Redis unreachable); the reaper will", job_id)
 

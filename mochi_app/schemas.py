@@ -1,17 +1,15 @@
-"""The request people send, the record we keep per job, and the job states: validation lives here."""
+"""The request people send, and its validation: the one place request parameters are checked."""
 
 from __future__ import annotations
 
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mochi_app.config import Limits
-from mochi_app.stages import DownloadProgress, Stage
 from mochi_app.work import WorkLimit
 
 # Tokens in a text, or None when they cannot be counted yet (no worker has published its tokenizer).
@@ -27,18 +25,6 @@ ALLOWED_CONTROL_CHARS = frozenset("\n\t")
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
 # Mochi's linear-quadratic sigma schedule divides by num_inference_steps // 2: one step crashes it.
 MIN_NUM_INFERENCE_STEPS = 2
-
-
-class JobStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
 class InvalidRequest(ValueError):
@@ -221,105 +207,3 @@ def _messages(exc: ValidationError) -> dict[str, str]:
             message = f"{field}: {error['msg'].lower()}, got {error['input']!r}"
         messages.setdefault(field, message)
     return messages
-
-
-class Progress(BaseModel):
-    step: int = 0
-    total: int
-
-
-class Timings(BaseModel):
-    """Seconds spent in each phase of a job; None until the phase has run.
-
-    No load phase: a worker loads its model once, before it takes jobs (its start-up stages say how long).
-    """
-
-    queue_wait_s: float | None = None
-    denoise_s: float | None = None
-    decode_s: float | None = None
-    encode_s: float | None = None
-    total_s: float | None = None
-
-
-class VideoInfo(BaseModel):
-    """What was actually rendered."""
-
-    num_frames: int
-    height: int
-    width: int
-    fps: int
-    seed: int
-
-
-class JobRecord(BaseModel):
-    """Everything we know about one job; stored as JSON at `job:{job_id}`."""
-
-    job_id: str
-    account_id: str
-    address: str | None = None  # the submitter's (an IPv4 address or IPv6 /64), for the per-address limit
-    status: JobStatus = JobStatus.PENDING
-    request: GenerationRequest
-    num_frames: int  # what will be rendered; request.num_frames is what was asked
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    progress: Progress
-    timings: Timings = Field(default_factory=Timings)
-    attempts: int = 0
-    worker_id: str | None = None
-    model: str | None = None
-    cancel_requested: bool = False
-    error: str | None = None
-    video_path: str | None = None
-    output: VideoInfo | None = None
-    peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
-
-
-class JobPublic(BaseModel):
-    """A job as its owner sees it through REST and the Gradio API."""
-
-    job_id: str
-    status: JobStatus
-    request: GenerationRequest
-    num_frames: int
-    duration_s: float
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    progress: Progress
-    queue_position: int | None = Field(description="jobs ahead of this one while PENDING")
-    eta_s: float | None = Field(description="seconds of denoising left, from the steps measured so far")
-    timings: Timings
-    model: str | None
-    error: str | None
-    output: VideoInfo | None
-    peak_gpu_memory_bytes: int | None = Field(
-        default=None, description="the most GPU memory the render held, once COMPLETED on a CUDA GPU; None on a CPU"
-    )
-    download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
-
-
-class JobPagePublic(BaseModel):
-    """One page of an account's jobs, newest first; pass `next_cursor` back as `cursor` for the next."""
-
-    jobs: list[JobPublic]
-    next_cursor: str | None
-
-
-class WorkerStatePublic(BaseModel):
-    stage: Stage
-    detail: str | None = Field(description="what the stage is doing, or why the worker failed")
-    download: DownloadProgress | None = Field(description="while downloading: bytes done of total, rate, ETA")
-    updated_at: float
-
-
-class HealthPublic(BaseModel):
-    status: str = Field(description="ok, or degraded when no worker is listening")
-    redis: bool
-    live_workers: int
-    queue_depth: int
-    model: str | None = Field(description="the model the workers announced; None before any has started")
-    detail: str | None = Field(default=None, description="why no worker takes jobs yet; None while one does")
-    workers: list[WorkerStatePublic] = Field(
-        default_factory=list, description="each worker's start-up stage, oldest news first"
-    )

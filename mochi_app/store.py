@@ -11,7 +11,8 @@ from redis import Redis
 from redis.client import Pipeline
 
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.schemas import InvalidRequest, JobRecord, JobStatus
+from mochi_app.records import JobRecord, JobStatus
+from mochi_app.schemas import InvalidRequest
 from mochi_app.tallies import record_change
 
 RecordChange = Callable[[JobRecord], JobRecord | None]

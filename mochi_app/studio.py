@@ -17,17 +17,11 @@ from mochi_app.callers import Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
 from mochi_app.errors import JobConflict, JobNotFound
+from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, WorkerStatePublic
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import remove_job
-from mochi_app.schemas import (
-    HealthPublic,
-    InvalidRequest,
-    JobPagePublic,
-    JobPublic,
-    JobRecord,
-    JobStatus,
-    WorkerStatePublic,
-)
+from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import ServedModel, ServedModels
 from mochi_app.video import recorded_video
 from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready

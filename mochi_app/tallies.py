@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from redis.client import Pipeline
 
-from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.records import JobRecord, JobStatus
 
 METRICS_KEY_PREFIX = "metrics:"
 GIB = 1024**3

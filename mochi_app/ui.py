@@ -14,7 +14,8 @@ from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
 from mochi_app.events import account_of, address_of, user_errors
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
-from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, JobPublic
+from mochi_app.public import JobPublic
+from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS
 from mochi_app.studio import Studio
 
 GALLERY_PAGE_SIZE = 6

@@ -20,6 +20,7 @@ from mochi_app.loader import load_renderer
 from mochi_app.logs import job_logging
 from mochi_app.maintenance import start_maintenance
 from mochi_app.queue import JobQueue, rq_queue
+from mochi_app.recovery import Recovery
 from mochi_app.renderer import MochiRenderer
 from mochi_app.runner import GracefulStop, JobRunner
 from mochi_app.served_model import publish_served_model
@@ -54,7 +55,7 @@ class GracefulWorker(SimpleWorker):
         with job_logging(job.id):  # RQ's own lines about the job carry its id too
             super().execute_job(job, queue)
             try:
-                self.jobs.restore(job.id)
+                Recovery(self.jobs).restore(job.id)
             except RedisError as exc:  # nothing else would put the job back: say so loudly
                 log.error("job %s: could not check it is still queued (%s)", job.id, exc)
 

@@ -18,9 +18,9 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord
 from mochi_app.redis_server import EmbeddedServer
 from mochi_app.redis_server import free_loopback_port as free_port
-from mochi_app.schemas import JobRecord
 from mochi_app.tokens import TokenCounter
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,9 @@ import time
 import uuid
 
 from mochi_app import cards
-from mochi_app.schemas import GenerationRequest, JobPublic, JobStatus, Progress, Timings
+from mochi_app.public import JobPublic
+from mochi_app.records import JobStatus, Progress, Timings
+from mochi_app.schemas import GenerationRequest
 from mochi_app.served_model import ServedModel
 
 

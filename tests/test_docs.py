@@ -3,6 +3,7 @@ repository."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -41,3 +42,44 @@ def test_no_doc_points_outside_the_repository(doc: Path) -> None:
         assert resolved.is_relative_to(REPO), f"{doc.name} links outside the repository: {target}"
         assert resolved.exists(), f"{doc.name} links to a missing file: {target}"
     assert "../shared" not in text
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The mochi_app modules `path` imports at module level (not inside functions, not for type checking)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module == "mochi_app":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mochi_app."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("mochi_app.")}
+    return found
+
+
+def floors() -> dict[str, int]:
+    """Each module's floor: 0 when it imports no module of ours, else one above the highest it imports."""
+    graph = {path.stem: module_level_imports(path) for path in (REPO / "mochi_app").glob("*.py")}
+    graph.pop("__init__")
+    floor: dict[str, int] = {}
+
+    def place(module: str, path: tuple[str, ...]) -> int:
+        assert module not in path, f"an import circle: {' -> '.join((*path, module))}"
+        if module not in floor:
+            floor[module] = 1 + max((place(used, (*path, module)) for used in graph[module]), default=-1)
+        return floor[module]
+
+    for module in graph:
+        place(module, ())
+    return floor
+
+
+def test_the_layering_in_the_docs_is_the_code_s() -> None:
+    """No import circle, and §5's table of floors is what the imports make, so it cannot go stale."""
+    floor = floors()
+    rows = [
+        f"| {n} | {', '.join(f'`{m}`' for m in sorted(m for m in floor if floor[m] == n))} |"
+        for n in range(max(floor.values()) + 1)
+    ]
+    table = "\n".join(["| floor | modules |", "|---|---|", *rows])
+    assert table in ARCHITECTURE, f"docs/ARCHITECTURE.md §5 should hold this table:\n{table}"

@@ -26,8 +26,8 @@ from mochi_app.config import Settings
 from mochi_app.errors import QUEUE_UNREACHABLE
 from mochi_app.liveness import reap_lost_jobs
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobStatus
 from mochi_app.redis_server import EmbeddedServer
-from mochi_app.schemas import JobStatus
 from mochi_app.tiny_model import ensure_tiny_model
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos

@@ -28,8 +28,9 @@ from mochi_app.callers import KEY_COOKIE
 from mochi_app.config import Limits, Settings
 from mochi_app.guests import GUEST_COOKIE, GUEST_SECRET_FILE, BadGuestSecret, GuestTokens, address_group, load_secret
 from mochi_app.queue import JobQueue, TooBusy
+from mochi_app.records import JobStatus
 from mochi_app.redis_server import EmbeddedServer
-from mochi_app.schemas import GenerationRequest, InvalidRequest, JobStatus
+from mochi_app.schemas import GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
 from mochi_app.supervisor import STEADY_S, Backoff

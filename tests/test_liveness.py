@@ -18,8 +18,9 @@ from mochi_app.config import Settings
 from mochi_app.liveness import Heartbeat, Reaper, heartbeat_key, reap_lost_jobs, server_uptime_s
 from mochi_app.loader import load_renderer
 from mochi_app.queue import WORKER_LOST, JobQueue
+from mochi_app.records import JobRecord, JobStatus
+from mochi_app.recovery import Recovery
 from mochi_app.runner import JobRunner
-from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
@@ -117,7 +118,7 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
     thread = threading.Thread(target=runner.run, args=(job.job_id,))
     thread.start()
     wait_for(lambda: (r := job_queue.store.get(job.job_id)) and r.progress.step > 0, 60, "the job to start")
-    job_queue.recover(job.job_id, "slow-but-alive")  # as the reaper does when a heartbeat lapses
+    Recovery(job_queue).recover(job.job_id, "slow-but-alive")  # as the reaper does when a heartbeat lapses
     thread.join(60)
     assert not thread.is_alive()
     record = job_queue.store.get(job.job_id)

@@ -15,8 +15,9 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus, Timings
+from mochi_app.recovery import Recovery
 from mochi_app.redis_server import EmbeddedServer
-from mochi_app.schemas import JobRecord, JobStatus, Timings
 from mochi_app.tallies import BYTES_BUCKETS, SECONDS_BUCKETS
 from mochi_app.web import create_app
 from tests.conftest import finished, free_port, new_account, start_worker, wait_for
@@ -149,7 +150,7 @@ def test_each_status_change_counts_once_and_in_the_same_transaction(own_queue: J
 
     store.update(record.job_id, start)
     store.update(record.job_id, lambda current: current.model_copy(update={"progress": current.progress}))
-    own_queue.give_back(record.job_id, "w")  # back on the queue: a requeue, not a second submit
+    Recovery(own_queue).give_back(record.job_id, "w")  # back on the queue: a requeue, not a second submit
     store.update(record.job_id, start)
     store.update(record.job_id, complete)
     store.update(record.job_id, complete)  # a retried write that had already committed changes nothing

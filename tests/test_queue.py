@@ -12,7 +12,8 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue, TooBusy, fair_slot
-from mochi_app.schemas import InvalidRequest, JobStatus
+from mochi_app.records import JobStatus
+from mochi_app.schemas import InvalidRequest
 from tests.conftest import SMALL, new_account
 
 

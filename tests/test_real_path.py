@@ -16,8 +16,9 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.loader import REAL_MODEL_ID, load_renderer
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobStatus
 from mochi_app.renderer import MochiRenderer
-from mochi_app.schemas import InvalidRequest, JobStatus
+from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import ServedModels
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates

@@ -8,8 +8,8 @@ from pathlib import Path
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import DAY_S, expire_finished_jobs
-from mochi_app.schemas import JobRecord, JobStatus
 from mochi_app.store import FINISHED_KEY, GUESTS_FINISHED_KEY, JobStore, account_jobs_key
 from mochi_app.video import job_videos
 from tests.conftest import new_account

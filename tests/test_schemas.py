@@ -9,15 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mochi_app.config import Limits
-from mochi_app.schemas import (
-    MAX_SEED,
-    GenerationRequest,
-    InvalidRequest,
-    JobStatus,
-    Timings,
-    most_tokens,
-    snap_num_frames,
-)
+from mochi_app.records import JobStatus, Timings
+from mochi_app.schemas import MAX_SEED, GenerationRequest, InvalidRequest, most_tokens, snap_num_frames
 from mochi_app.tokens import TokenCounter
 
 LIMITS = Limits()

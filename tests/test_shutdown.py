@@ -12,7 +12,7 @@ import pytest
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
-from mochi_app.schemas import JobRecord, JobStatus
+from mochi_app.records import JobRecord, JobStatus
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_app, start_worker, wait_for
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 from redis import Redis
 
-from mochi_app.schemas import GenerationRequest, InvalidRequest, JobRecord, Progress
+from mochi_app.records import JobRecord, Progress
+from mochi_app.schemas import GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore
 
 

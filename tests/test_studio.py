@@ -9,7 +9,8 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.errors import JobConflict, JobNotFound
-from mochi_app.schemas import InvalidRequest, JobStatus
+from mochi_app.records import JobStatus
+from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio, download_path
 from mochi_app.tiny_model import build_tiny_tokenizer

@@ -14,9 +14,10 @@ from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus
 from mochi_app.renderer import Rendering, StepCallback
 from mochi_app.runner import JobRunner
-from mochi_app.schemas import GenerationRequest, JobRecord, JobStatus
+from mochi_app.schemas import GenerationRequest
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for

@@ -1,0 +1,59 @@
+"""What REST and the Gradio API answer: a job as its owner sees it, a page of jobs, and the service's health."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from mochi_app.records import JobStatus, Progress, Timings, VideoInfo
+from mochi_app.schemas import GenerationRequest
+from mochi_app.stages import DownloadProgress, Stage
+
+
+class JobPublic(BaseModel):
+    """A job as its owner sees it through REST and the Gradio API."""
+
+    job_id: str
+    status: JobStatus
+    request: GenerationRequest
+    num_frames: int
+    duration_s: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    progress: Progress
+    queue_position: int | None = Field(description="jobs ahead of this one while PENDING")
+    eta_s: float | None = Field(description="seconds of denoising left, from the steps measured so far")
+    timings: Timings
+    model: str | None
+    error: str | None
+    output: VideoInfo | None
+    peak_gpu_memory_bytes: int | None = Field(
+        default=None, description="the most GPU memory the render held, once COMPLETED on a CUDA GPU; None on a CPU"
+    )
+    download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
+
+
+class JobPagePublic(BaseModel):
+    """One page of an account's jobs, newest first; pass `next_cursor` back as `cursor` for the next."""
+
+    jobs: list[JobPublic]
+    next_cursor: str | None
+
+
+class WorkerStatePublic(BaseModel):
+    stage: Stage
+    detail: str | None = Field(description="what the stage is doing, or why the worker failed")
+    download: DownloadProgress | None = Field(description="while downloading: bytes done of total, rate, ETA")
+    updated_at: float
+
+
+class HealthPublic(BaseModel):
+    status: str = Field(description="ok, or degraded when no worker is listening")
+    redis: bool
+    live_workers: int
+    queue_depth: int
+    model: str | None = Field(description="the model the workers announced; None before any has started")
+    detail: str | None = Field(default=None, description="why no worker takes jobs yet; None while one does")
+    workers: list[WorkerStatePublic] = Field(
+        default_factory=list, description="each worker's start-up stage, oldest news first"
+    )

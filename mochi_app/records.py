@@ -1,0 +1,73 @@
+"""What we keep per job: its status, progress, timings and output, stored as JSON at `job:{job_id}`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from mochi_app.schemas import GenerationRequest
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total: int
+
+
+class Timings(BaseModel):
+    """Seconds spent in each phase of a job; None until the phase has run.
+
+    No load phase: a worker loads its model once, before it takes jobs (its start-up stages say how long).
+    """
+
+    queue_wait_s: float | None = None
+    denoise_s: float | None = None
+    decode_s: float | None = None
+    encode_s: float | None = None
+    total_s: float | None = None
+
+
+class VideoInfo(BaseModel):
+    """What was actually rendered."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: int
+    seed: int
+
+
+class JobRecord(BaseModel):
+    """Everything we know about one job; stored as JSON at `job:{job_id}`."""
+
+    job_id: str
+    account_id: str
+    address: str | None = None  # the submitter's (an IPv4 address or IPv6 /64), for the per-address limit
+    status: JobStatus = JobStatus.PENDING
+    request: GenerationRequest
+    num_frames: int  # what will be rendered; request.num_frames is what was asked
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress
+    timings: Timings = Field(default_factory=Timings)
+    attempts: int = 0
+    worker_id: str | None = None
+    model: str | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    video_path: str | None = None
+    output: VideoInfo | None = None
+    peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
