@@ -23,6 +23,8 @@ from mochi_app.video import job_videos
 from tests.conftest import REPO, SLOW, SMALL, RunningApp, newcomer_env, start_app, wait_for
 from tests.test_gpus import fake_nvidia_smi
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 def download(app: RunningApp, job: dict[str, Any], to: Path) -> tuple[int, ...]:
     """Fetch a finished job's MP4 and return its decoded shape (frames, height, width, channels)."""

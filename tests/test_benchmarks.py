@@ -7,7 +7,11 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
 
 def run_benchmark(module: str, *args: str) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from tests.hub_server import serve_hub
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 from tests.test_real_path import first_start_env
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 # Long enough on the tiny model (a few seconds of denoising) for the page to show the steps moving.

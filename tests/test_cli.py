@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 def run_cli(*args: str, data_dir: Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(data_dir), "MOCHI_DATA_DIR": str(data_dir)}

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 @pytest.mark.parametrize(
     "command",

@@ -22,6 +22,8 @@ from tests.conftest import Child, free_port, start_child, worker_env
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 from tests.tls_sites import write_certificate
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 STUDIO, ATTACKER = "studio.test", "attacker.test"  # two sites: neither is a subdomain of the other
 TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 # Each attack the page tries, by name; each must read nothing and change nothing.

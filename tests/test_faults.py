@@ -34,6 +34,8 @@ from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_web, start_worker, wait_for
 from tests.faulty_worker import CUBLAS_ALLOC_CUE, OUT_OF_MEMORY_CUE, PIPELINE_ERROR_CUE
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 TINIEST = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 

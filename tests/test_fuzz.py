@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, settings
 from mochi_app.config import Settings
 from tests.conftest import start_web
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 @pytest.fixture(scope="module")
 def api_schema(data_dir: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

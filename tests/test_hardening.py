@@ -50,6 +50,8 @@ from tests.conftest import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 REBINDING_HOSTS = [

@@ -31,6 +31,8 @@ from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE
 from tests.conftest import SMALL, guest_cookie, start_web
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 SECRET = "space-oauth-secret"
 ON_A_SPACE = {"space_id": "studio/mochi", "oauth_client_secret": SECRET}
 

@@ -18,6 +18,8 @@ from mochi_app.guests import GUEST_COOKIE
 from mochi_app.video import job_videos
 from tests.conftest import SMALL, Child, start_web, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 TINY_JOB = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
@@ -24,6 +25,8 @@ from mochi_app.runner import JobRunner
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
+
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
 
 def running_on(job_queue: JobQueue, job_id: str, worker_id: str, attempts: int) -> None:

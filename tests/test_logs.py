@@ -11,6 +11,8 @@ import pytest
 from mochi_app.logs import LOG_FORMAT, JobIdFilter, current_job_id, job_logging
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 SCRIPT = """
 import logging, threading
 from mochi_app.logs import configure_logging, job_logging

@@ -22,6 +22,8 @@ from mochi_app.tallies import BYTES_BUCKETS, SECONDS_BUCKETS
 from mochi_app.web import create_app
 from tests.conftest import finished, free_port, new_account, start_worker, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 TINIEST = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 TIMINGS = ("queue_wait", "denoise", "decode", "total")
 Scrape = dict[str, float]  # "name{label=value,...}" -> value

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO, RunningApp
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 README_URL = "http://127.0.0.1:7860"
 
 

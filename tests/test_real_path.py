@@ -26,6 +26,8 @@ from tests.conftest import REPO, finished, free_port, launch, new_account, start
 from tests.hub_server import serve_hub
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 # The tiny repo's bf16 files (about 1.8 MB) then take about 4 s to download: long enough to watch.
 DOWNLOAD_BYTES_PER_S = 400_000
 TINY_CLIP = ["--num-frames", "7", "--height", "64", "--width", "96", "--num-inference-steps", "2"]

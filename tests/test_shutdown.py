@@ -16,6 +16,8 @@ from mochi_app.records import JobRecord, JobStatus
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, finished, new_account, start_app, start_worker, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 ENDED = {status.value for status in JobStatus if status.is_terminal}
 
 

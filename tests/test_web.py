@@ -26,6 +26,8 @@ from mochi_app.queue import rq_queue
 from mochi_app.web import GRADIO_ANALYTICS, create_app
 from tests.conftest import REPO, SLOW, SMALL, Child, free_port, start_web, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 @pytest.fixture(scope="module")
 def web(module_settings: Settings, worker: Child, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -22,6 +22,8 @@ from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
+
 
 def watch_statuses(queue: JobQueue, job_id: str, timeout_s: float = 120) -> list[JobStatus]:
     """Every distinct status the record passes through, in order, until it ends."""
