@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mochi_app.allocator import keep_freed_memory
 from mochi_app.config import Device, Offload, Settings
 from mochi_app.fast_path import FastPath, apply_fast_path
 from mochi_app.gpus import shown_gpu
@@ -139,6 +140,7 @@ def load_renderer(settings: Settings, report: StageReport | None = None) -> Moch
             else "no CUDA GPU, loading the TINY random-weight model: its videos are noise",
         )
     if device == "cpu":
+        keep_freed_memory()
         torch.set_num_threads(cpu_threads(settings.workers))
         log.info("CPU rendering with %d torch thread(s)", torch.get_num_threads())
     if model == TINY:

@@ -77,3 +77,9 @@ def test_gpu_mochi_benchmark_runs_every_variant_on_the_tiny_model_and_the_fast_p
     assert all(variant["total_s"] > 0 and variant["step_median_s"] > 0 for variant in variants.values())
     assert all(variants[name]["psnr_vs_a_db"] >= 35 for name in ("b_resident", "c_compiled", "d_batched"))
     assert figures["device"] == "cpu" and figures["floor_s"] is None
+
+
+def test_cpu_allocator_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("cpu_allocator", "--renders", "1")
+    assert figures["kept"]["faults_median"] < figures["glibc_as_it_ships"]["faults_median"]
+    assert figures["render_ratio_shipped_over_kept"] > 0
