@@ -14,6 +14,7 @@ from gradio.route_utils import API_PREFIX  # where Gradio mounts its routes unde
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mochi_app.api import build_router, install_error_handlers
+from mochi_app.api_docs import add_api_docs
 from mochi_app.callers import is_loopback
 from mochi_app.config import Settings
 from mochi_app.connections import queue_url, redis_client
@@ -45,7 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Mochi studio",
         description="Text to video with Genmo's Mochi 1: submit a prompt, poll its status, download the MP4.",
-        docs_url="/docs",
+        docs_url=None,  # add_api_docs serves /docs with its scripts from here
+        redoc_url=None,
     )
     app.state.studio = studio
     install_error_handlers(app)
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit = NewGuestLimit(redis, settings.new_guests_per_hour)
         app.add_middleware(GuestCookie, tokens=studio.callers.guest_tokens, limit=limit, embedded=settings.embedded)
     app.include_router(build_router(studio))
+    add_api_docs(app)
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)
     # Whatever Gradio caches stays in the data folder (not a shared /tmp/gradio), an operator's choice first.

@@ -225,3 +225,21 @@ def test_app_py_on_a_gpu_torch_cannot_use_says_why_on_the_console_the_page_and_h
     finally:
         page.close()
         app.stop()
+
+
+def test_the_api_docs_render_with_no_network_beyond_the_studio(browser: Browser, studio_app: RunningApp) -> None:
+    """Swagger UI draws the OpenAPI 3.1 document FastAPI writes, every byte from this server."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    elsewhere: list[str] = []
+
+    def goes_elsewhere(url: str) -> bool:  # blob: and data: URLs are the page's own bytes
+        return url.startswith(("http:", "https:")) and not url.startswith(studio_app.url)
+
+    page.on("request", lambda request: elsewhere.append(request.url) if goes_elsewhere(request.url) else None)
+    try:
+        page.goto(f"{studio_app.url}/docs")
+        page.locator(".swagger-ui .info .title").get_by_text("Mochi studio").wait_for(timeout=60_000)
+        page.locator(".opblock-summary-path", has_text="/generate").first.wait_for(timeout=60_000)
+        assert elsewhere == []
+    finally:
+        page.close()

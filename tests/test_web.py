@@ -135,7 +135,10 @@ def test_health_and_docs(web: str) -> None:
         "status": "ok", "redis": True, "live_workers": 1, "queue_depth": 0, "model": "tiny", "detail": None
     }  # fmt: skip
     assert [(worker["stage"], worker["detail"]) for worker in workers] == [("ready", "tiny on cpu")]
-    assert httpx.get(f"{web}/docs").status_code == 200
+    html = httpx.get(f"{web}/docs").text
+    assert 'src="/docs-assets/swagger-ui-bundle.js"' in html and "cdn." not in html  # served from here: offline
+    asset = httpx.get(f"{web}/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     spec = httpx.get(f"{web}/openapi.json").json()
     assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/jobs/{account_id}", "/cancel/{job_id}"} <= set(
         spec["paths"]
