@@ -34,9 +34,9 @@ def keep_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
         return False
-    applied = all(
-        mallopt(ctypes.c_int(option), ctypes.c_int(value)) == 1 for option, value in KEEP_FREED_MEMORY.values()
-    )
+    # Each value on its own: one refused (mallopt answers 0) still leaves the others applied.
+    results = [mallopt(ctypes.c_int(option), ctypes.c_int(value)) for option, value in KEEP_FREED_MEMORY.values()]
+    applied = all(result == 1 for result in results)
     if applied:
         log.info("CPU rendering keeps freed memory for the next render (glibc mallopt)")
     return applied
