@@ -20,7 +20,7 @@ from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
-from tests.conftest import start_web
+from tests.harness import start_web
 
 PAGE_SIZE = 20
 SMALL_ACCOUNT_JOBS = 100  # a full page too, so the two pages differ only in the account's size

@@ -42,7 +42,7 @@ from mochi_app.schemas import GenerationRequest
 from mochi_app.store import job_key
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import write_mp4
-from tests.conftest import Child, start_worker
+from tests.harness import Child, start_worker
 
 PARAMS = {"prompt": "a cat walks on the beach", "num_frames": 31, "height": 96, "width": 160, "num_inference_steps": 8}
 JOB_TIMEOUT_S = 300

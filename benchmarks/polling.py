@@ -63,7 +63,7 @@ from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tokens import TokenCounter
-from tests.conftest import start_web
+from tests.harness import start_web
 
 REQUEST_TIMEOUT_S = 30.0
 

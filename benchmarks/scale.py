@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks._common import embedded_queue
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobStatus
-from tests.conftest import Child, finished, start_worker
+from tests.harness import Child, finished, start_worker
 
 TINY_JOB = {"prompt": "a cat walks on the beach", "num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 4}
 

@@ -16,7 +16,7 @@ import httpx
 
 from benchmarks._common import embedded_settings
 from mochi_app.config import Settings
-from tests.conftest import start_web
+from tests.harness import start_web
 
 HEAVY_LIBRARIES = ("libtorch", "/torch/", "/diffusers/", "/transformers/")
 

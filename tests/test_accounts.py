@@ -13,7 +13,7 @@ from mochi_app.accounts import LOCAL_ACCOUNT, AccountError, AccountStore
 from mochi_app.callers import KEY_COOKIE, Callers, NobodyCanSignIn, NotSignedIn, is_loopback
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE, GuestTokens
-from mochi_app.redis_server import EmbeddedServer
+from tests.harness import Children
 
 
 def fresh_name() -> str:
@@ -111,15 +111,11 @@ def test_loopback_without_a_key_is_the_local_owner(accounts: AccountStore, tmp_p
     ]  # fmt: skip
 
 
-def test_a_public_address_nobody_could_use_is_refused(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "redis")  # a server of its own: no accounts at all
-    try:
-        empty = AccountStore(Redis.from_url(server.start()))
-        with pytest.raises(NobodyCanSignIn, match=r"refusing to listen on 0\.0\.0\.0: guest accounts are off"):
-            callers(empty, tmp_path, guests="off").ensure_someone_can_sign_in()
-        callers(empty, tmp_path, guests="auto").ensure_someone_can_sign_in()
-        callers(empty, tmp_path, host="127.0.0.1", guests="off").ensure_someone_can_sign_in()
-        empty.create(fresh_name())
+def test_a_public_address_nobody_could_use_is_refused(tmp_path: Path, children: Children) -> None:
+    empty = AccountStore(Redis.from_url(children.queue_server(tmp_path / "redis")))  # no accounts at all
+    with pytest.raises(NobodyCanSignIn, match=r"refusing to listen on 0\.0\.0\.0: guest accounts are off"):
         callers(empty, tmp_path, guests="off").ensure_someone_can_sign_in()
-    finally:
-        server.stop()
+    callers(empty, tmp_path, guests="auto").ensure_someone_can_sign_in()
+    callers(empty, tmp_path, host="127.0.0.1", guests="off").ensure_someone_can_sign_in()
+    empty.create(fresh_name())
+    callers(empty, tmp_path, guests="off").ensure_someone_can_sign_in()

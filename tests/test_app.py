@@ -20,7 +20,7 @@ from mochi_app.config import Settings
 from mochi_app.connections import connect
 from mochi_app.store import JobStore
 from mochi_app.video import job_videos
-from tests.conftest import REPO, SLOW, SMALL, RunningApp, newcomer_env, start_app, wait_for
+from tests.harness import REPO, SLOW, SMALL, Children, RunningApp, newcomer_env, wait_for
 from tests.test_gpus import fake_nvidia_smi
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
@@ -78,8 +78,10 @@ def test_the_console_says_where_to_look_and_that_tiny_videos_are_noise(studio_ap
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_stop_signal_stops_every_child_cleanly_without_a_traceback(tmp_path: Path, stop: signal.Signals) -> None:
-    app = start_app(tmp_path, MOCHI_WARMUP="0")
+def test_a_stop_signal_stops_every_child_cleanly_without_a_traceback(
+    tmp_path: Path, stop: signal.Signals, children: Children
+) -> None:
+    app = children.app(tmp_path, MOCHI_WARMUP="0")
     worker_pid = int(re.findall(r"worker 0 started \(pid (\d+)", app.child.log)[0])
     app.child.process.send_signal(stop)
     assert app.child.process.wait(60) == 0, app.child.log
@@ -90,10 +92,12 @@ def test_a_stop_signal_stops_every_child_cleanly_without_a_traceback(tmp_path: P
         httpx.get(f"{app.url}/healthz", timeout=2)
 
 
-def test_ctrl_c_in_the_terminal_lets_the_running_job_finish_before_anything_stops(tmp_path: Path) -> None:
+def test_ctrl_c_in_the_terminal_lets_the_running_job_finish_before_anything_stops(
+    tmp_path: Path, children: Children
+) -> None:
     """A terminal sends Ctrl-C to app.py's whole process group; only app.py may act on it, stopping in order."""
     # A grace period no loaded machine outlasts: the job must finish, not go back to the queue.
-    app = start_app(tmp_path, own_group=True, MOCHI_WARMUP="0", MOCHI_STOP_GRACE_S="600")
+    app = children.app(tmp_path, own_group=True, MOCHI_WARMUP="0", MOCHI_STOP_GRACE_S="600")
     job_id = httpx.post(f"{app.url}/generate", json={"prompt": "finish me", **SLOW}).json()["job_id"]
 
     def denoising() -> bool:
@@ -127,25 +131,22 @@ def test_accounts_commands_reach_the_running_app(studio_app: RunningApp) -> None
     assert f"{name}\trevoked" in accounts("list").stdout
 
 
-def test_two_workers_pinned_one_per_gpu_render_jobs_side_by_side(tmp_path: Path) -> None:
+def test_two_workers_pinned_one_per_gpu_render_jobs_side_by_side(tmp_path: Path, children: Children) -> None:
     # The host's driver reports two GPUs; this CPU-only torch ignores the pinning and renders tiny.
     path = fake_nvidia_smi(tmp_path, "echo 0; echo 1")
-    app = start_app(tmp_path, MOCHI_WORKERS="2", MOCHI_WARMUP="0", **path)
-    try:
-        wait_for(lambda: app.child.log.count("ready on queue") >= 2, 120, "both workers")
-        pids = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+), GPU \d\)", app.child.log)]
-        environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in pids]
-        assert [b"CUDA_VISIBLE_DEVICES=0" in environs[0], b"CUDA_VISIBLE_DEVICES=1" in environs[1]] == [True, True]
-        jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"boat {n}", **SMALL}).json() for n in range(4)]
-        store = JobStore(connect(Settings(data_dir=app.data_dir)))
+    app = children.app(tmp_path, MOCHI_WORKERS="2", MOCHI_WARMUP="0", **path)
+    wait_for(lambda: app.child.log.count("ready on queue") >= 2, 120, "both workers")
+    pids = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+), GPU \d\)", app.child.log)]
+    environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in pids]
+    assert [b"CUDA_VISIBLE_DEVICES=0" in environs[0], b"CUDA_VISIBLE_DEVICES=1" in environs[1]] == [True, True]
+    jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"boat {n}", **SMALL}).json() for n in range(4)]
+    store = JobStore(connect(Settings(data_dir=app.data_dir)))
 
-        def all_completed() -> list[Any] | None:
-            records = [store.get(job["job_id"]) for job in jobs]
-            return records if all(r is not None and r.status == "COMPLETED" for r in records) else None
+    def all_completed() -> list[Any] | None:
+        records = [store.get(job["job_id"]) for job in jobs]
+        return records if all(r is not None and r.status == "COMPLETED" for r in records) else None
 
-        records = wait_for(all_completed, 180, "the four jobs")
-        assert len({record.worker_id for record in records}) == 2  # type: ignore[union-attr]
-        first, second = sorted(records, key=lambda record: record.started_at)[:2]  # type: ignore[arg-type, union-attr]
-        assert second.started_at < first.finished_at  # both rendered at once
-    finally:
-        app.child.stop()
+    records = wait_for(all_completed, 180, "the four jobs")
+    assert len({record.worker_id for record in records}) == 2  # type: ignore[union-attr]
+    first, second = sorted(records, key=lambda record: record.started_at)[:2]  # type: ignore[arg-type, union-attr]
+    assert second.started_at < first.finished_at  # both rendered at once

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.harness import REPO
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

@@ -17,15 +17,14 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
-from tests.conftest import (
+from tests.harness import (
     REPO,
     SMALL,
     Child,
+    Children,
     RunningApp,
     free_port,
-    launch,
     newcomer_env,
-    start_child,
     start_web,
     wait_for,
     worker_env,
@@ -60,11 +59,18 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, studio_app: RunningApp) -> Iterator[Page]:
+def blank_page(browser: Browser) -> Iterator[Page]:
+    """A new tab, closed when the test ends."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(studio_app.url)
     yield page
     page.close()
+
+
+@pytest.fixture
+def page(blank_page: Page, studio_app: RunningApp) -> Page:
+    """A tab on the shared studio's page."""
+    blank_page.goto(studio_app.url)
+    return blank_page
 
 
 def job_card_text(page: Page) -> str:
@@ -136,10 +142,10 @@ def public_web(data_dir: Path, redis_url: str, tmp_path_factory: pytest.TempPath
     child.stop()
 
 
-def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web: str, redis_url: str) -> None:
+def test_a_guest_signs_in_with_a_key_and_out_again(blank_page: Page, public_web: str, redis_url: str) -> None:
     name = f"carol-{uuid.uuid4().hex[:6]}"
     _, key = AccountStore(Redis.from_url(redis_url)).create(name)
-    page = browser.new_page()
+    page = blank_page
     page.goto(public_web)
     page.get_by_text("You are a guest").wait_for(timeout=60_000)
     page.get_by_role("button", name="Sign in with an API key").click()
@@ -152,11 +158,10 @@ def test_a_guest_signs_in_with_a_key_and_out_again(browser: Browser, public_web:
     page.get_by_role("button", name="Sign in with an API key").click()
     page.get_by_role("button", name="Sign out").click()
     page.get_by_text("You are a guest").wait_for(timeout=60_000)
-    page.close()
 
 
 def test_a_first_start_shows_each_stage_with_download_progress(
-    browser: Browser, settings: Settings, hub_repo: Path, tmp_path: Path
+    blank_page: Page, settings: Settings, hub_repo: Path, tmp_path: Path, children: Children
 ) -> None:
     """The page and /healthz while a worker fetches the model from a (loopback) hub, loads it and warms up.
 
@@ -164,36 +169,29 @@ def test_a_first_start_shows_each_stage_with_download_progress(
     worker's imports: it must see the worker arrive without a reload.
     """
     with serve_hub(hub_repo, bytes_per_s=SLOW_HUB_BYTES_PER_S) as hub:
-        web, url = start_web(settings, tmp_path / "web.log")
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        worker: Child | None = None
-        try:
-            page.goto(url)
-            page.get_by_text("No worker has started yet").wait_for(timeout=30_000)
-            env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
-            worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
-            banner = page.locator(".banner.starting")
-            banner.get_by_text("A worker is starting: downloading the model.").wait_for(timeout=120_000)
-            page.locator(".banner.starting progress").wait_for()
-            wait_for(lambda: " of " in banner.inner_text(), 60, "the downloaded bytes on the banner")
-            health = httpx.get(f"{url}/healthz").json()
-            assert health["status"] == "degraded"
-            assert health["detail"].startswith("no worker is ready yet: downloading: fetching genmo/mochi-1-preview")
-            assert health["workers"][0]["download"]["total_bytes"] > 0
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=ARTIFACTS / "first-start-downloading.png")
-            page.get_by_text("Model: genmo/mochi-1-preview").wait_for(timeout=120_000)
-            assert page.locator(".banner.starting").count() == 0
-            assert httpx.get(f"{url}/healthz").json()["detail"] is None
-        finally:
-            page.close()
-            if worker is not None:
-                worker.stop()
-            web.stop()
+        _, url = children.web(settings, tmp_path / "web.log")
+        page = blank_page
+        page.goto(url)
+        page.get_by_text("No worker has started yet").wait_for(timeout=30_000)
+        env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
+        children.launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
+        banner = page.locator(".banner.starting")
+        banner.get_by_text("A worker is starting: downloading the model.").wait_for(timeout=120_000)
+        page.locator(".banner.starting progress").wait_for()
+        wait_for(lambda: " of " in banner.inner_text(), 60, "the downloaded bytes on the banner")
+        health = httpx.get(f"{url}/healthz").json()
+        assert health["status"] == "degraded"
+        assert health["detail"].startswith("no worker is ready yet: downloading: fetching genmo/mochi-1-preview")
+        assert health["workers"][0]["download"]["total_bytes"] > 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "first-start-downloading.png")
+        page.get_by_text("Model: genmo/mochi-1-preview").wait_for(timeout=120_000)
+        assert page.locator(".banner.starting").count() == 0
+        assert httpx.get(f"{url}/healthz").json()["detail"] is None
 
 
 def test_app_py_on_a_gpu_torch_cannot_use_says_why_on_the_console_the_page_and_healthz(
-    browser: Browser, tmp_path: Path
+    blank_page: Page, tmp_path: Path, children: Children
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -206,40 +204,33 @@ def test_app_py_on_a_gpu_torch_cannot_use_says_why_on_the_console_the_page_and_h
             return False
         return "not restarting it" in child.log and "no worker could start" in (health.get("detail") or "")
 
-    app = start_child([sys.executable, "app.py"], env, tmp_path / "app.log", explained)
-    page = browser.new_page(viewport={"width": 1280, "height": 700})
-    try:
-        health = httpx.get(f"{url}/healthz").json()
-        assert (health["status"], health["live_workers"], health["workers"][0]["stage"]) == ("degraded", 0, "failed")
-        assert "GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible, but torch 2.13.0" in health["detail"]
-        assert "worker cannot start: GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in app.log
-        assert "Traceback" not in app.log
-        page.goto(url)
-        banner = page.locator(".banner.error")
-        banner.wait_for(timeout=30_000)
-        text = banner.inner_text()
-        assert "No worker could start. GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in text
-        assert "set MOCHI_MODEL=tiny to try the studio without a GPU" in text
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=ARTIFACTS / "gpu-unusable.png")
-    finally:
-        page.close()
-        app.stop()
+    app = children.child([sys.executable, "app.py"], env, tmp_path / "app.log", explained)
+    page = blank_page
+    health = httpx.get(f"{url}/healthz").json()
+    assert (health["status"], health["live_workers"], health["workers"][0]["stage"]) == ("degraded", 0, "failed")
+    assert "GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible, but torch 2.13.0" in health["detail"]
+    assert "worker cannot start: GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in app.log
+    assert "Traceback" not in app.log
+    page.goto(url)
+    banner = page.locator(".banner.error")
+    banner.wait_for(timeout=30_000)
+    text = banner.inner_text()
+    assert "No worker could start. GPU 0 (NVIDIA H100 80GB HBM3, driver 470.82.01) is visible" in text
+    assert "set MOCHI_MODEL=tiny to try the studio without a GPU" in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "gpu-unusable.png")
 
 
-def test_the_api_docs_render_with_no_network_beyond_the_studio(browser: Browser, studio_app: RunningApp) -> None:
+def test_the_api_docs_render_with_no_network_beyond_the_studio(blank_page: Page, studio_app: RunningApp) -> None:
     """Swagger UI draws the OpenAPI 3.1 document FastAPI writes, every byte from this server."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = blank_page
     elsewhere: list[str] = []
 
     def goes_elsewhere(url: str) -> bool:  # blob: and data: URLs are the page's own bytes
         return url.startswith(("http:", "https:")) and not url.startswith(studio_app.url)
 
     page.on("request", lambda request: elsewhere.append(request.url) if goes_elsewhere(request.url) else None)
-    try:
-        page.goto(f"{studio_app.url}/docs")
-        page.locator(".swagger-ui .info .title").get_by_text("Mochi studio").wait_for(timeout=60_000)
-        page.locator(".opblock-summary-path", has_text="/generate").first.wait_for(timeout=60_000)
-        assert elsewhere == []
-    finally:
-        page.close()
+    page.goto(f"{studio_app.url}/docs")
+    page.locator(".swagger-ui .info .title").get_by_text("Mochi studio").wait_for(timeout=60_000)
+    page.locator(".opblock-summary-path", has_text="/generate").first.wait_for(timeout=60_000)
+    assert elsewhere == []

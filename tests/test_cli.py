@@ -9,7 +9,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import pytest
 
-from tests.conftest import REPO
+from tests.harness import REPO
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

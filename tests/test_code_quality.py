@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.harness import REPO
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

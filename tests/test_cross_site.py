@@ -18,7 +18,7 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
-from tests.conftest import Child, free_port, start_child, worker_env
+from tests.harness import Child, free_port, start_child, worker_env
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 from tests.tls_sites import write_certificate
 

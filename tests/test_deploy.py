@@ -21,7 +21,7 @@ from huggingface_hub import SpaceHardware, SpaceStorage
 
 from mochi_app.cli import build_parser
 from mochi_app.config import Settings
-from tests.conftest import REPO
+from tests.harness import REPO
 
 PORT = Settings().port
 HEALTHZ = f"http://127.0.0.1:{PORT}/healthz"

@@ -15,7 +15,7 @@ from mochi_app.fast_path import BatchedMochiAttnProcessor, FastPath
 from mochi_app.loader import fast_path_for, load_renderer
 from mochi_app.renderer import MochiRenderer
 from mochi_app.schemas import GenerationRequest
-from tests.conftest import SMALL
+from tests.harness import SMALL
 
 
 def psnr_db(frames: np.ndarray, reference: np.ndarray) -> float:

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from mochi_app.config import Settings
-from tests.conftest import start_web
+from tests.harness import start_web
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

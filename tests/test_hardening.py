@@ -29,7 +29,6 @@ from mochi_app.config import Limits, Settings
 from mochi_app.guests import GUEST_COOKIE, GUEST_SECRET_FILE, BadGuestSecret, GuestTokens, address_group, load_secret
 from mochi_app.queue import JobQueue, TooBusy
 from mochi_app.records import JobStatus
-from mochi_app.redis_server import EmbeddedServer
 from mochi_app.schemas import GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore
 from mochi_app.studio import Studio
@@ -37,16 +36,15 @@ from mochi_app.supervisor import STEADY_S, Backoff
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
-from tests.conftest import (
+from tests.harness import (
     REPO,
+    Children,
     RunningApp,
     free_port,
     guest_cookie,
     new_account,
     newcomer_env,
-    start_app,
     start_web,
-    start_worker,
     wait_for,
 )
 
@@ -161,19 +159,16 @@ def test_a_prompt_of_invisible_characters_is_empty(invisible: str) -> None:
 
 
 def test_healthz_counts_a_dead_worker_out_within_its_heartbeat(
-    settings: Settings, redis: Redis, tmp_path: Path
+    settings: Settings, redis: Redis, tmp_path: Path, children: Children
 ) -> None:
     quick = replace(settings, heartbeat_ttl_s=2)
     studio = Studio(redis, quick)
-    worker = start_worker(quick, tmp_path / "worker.log")
-    try:
-        assert studio.health().live_workers == 1
-        os.kill(worker.process.pid, signal.SIGKILL)  # RQ's registration stays for minutes
-        worker.process.wait()
-        wait_for(lambda: studio.health().live_workers == 0, 120, "the dead worker to be counted out")
-        assert studio.health().status == "degraded"
-    finally:
-        worker.stop()
+    worker = children.worker(quick, tmp_path / "worker.log")
+    assert studio.health().live_workers == 1
+    os.kill(worker.process.pid, signal.SIGKILL)  # RQ's registration stays for minutes
+    worker.process.wait()
+    wait_for(lambda: studio.health().live_workers == 0, 120, "the dead worker to be counted out")
+    assert studio.health().status == "degraded"
 
 
 def test_the_owner_can_ask_for_a_video_with_head_and_a_gone_file_offers_no_link(
@@ -481,32 +476,31 @@ def test_before_any_worker_starts_a_long_prompt_is_refused_not_queued(settings: 
         assert http.post("/generate", json={"prompt": "a cat walks on the beach"}).status_code == 202
 
 
-def test_slow_clients_are_let_go_and_long_answers_are_not(module_settings: Settings, tmp_path: Path) -> None:
-    web, url = start_web(
+def test_slow_clients_are_let_go_and_long_answers_are_not(
+    module_settings: Settings, tmp_path: Path, children: Children
+) -> None:
+    _, url = children.web(
         module_settings, tmp_path / "web.log", MOCHI_REQUEST_TIMEOUT_S="1", GRADIO_HEARTBEAT_INTERVAL="3"
     )
     port = int(url.rsplit(":", 1)[1])
-    try:
-        dribbles = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"POST /generate HTTP/1.1\r\n"]
-        dribbles.append(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")  # a slow body
-        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
-        for n, client in enumerate(slow):
-            client.sendall(dribbles[n % len(dribbles)])  # then nothing more, or a byte now and then
+    dribbles = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"POST /generate HTTP/1.1\r\n"]
+    dribbles.append(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")  # a slow body
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+    for n, client in enumerate(slow):
+        client.sendall(dribbles[n % len(dribbles)])  # then nothing more, or a byte now and then
 
-        def all_closed() -> bool:
-            for client in slow:
-                with contextlib.suppress(OSError):
-                    client.sendall(b"x")
-            return all(_closed(client) for client in slow)
+    def all_closed() -> bool:
+        for client in slow:
+            with contextlib.suppress(OSError):
+                client.sendall(b"x")
+        return all(_closed(client) for client in slow)
 
-        wait_for(all_closed, 120, "the server to close every slow connection", interval_s=0.2)
-        assert httpx.get(f"{url}/healthz").status_code == 200  # everyone else is served meanwhile
-        # A page's event stream outlasts the read deadline: the request was whole, only the answer is long.
-        with httpx.stream("GET", f"{url}/gradio_api/heartbeat/{secrets.token_hex(6)}", timeout=60) as stream:
-            beats = (line for line in stream.iter_lines() if line == "data: ALIVE")
-            assert [next(beats), next(beats)] == ["data: ALIVE"] * 2  # 3 s apart, past the 1 s deadline
-    finally:
-        web.stop()
+    wait_for(all_closed, 120, "the server to close every slow connection", interval_s=0.2)
+    assert httpx.get(f"{url}/healthz").status_code == 200  # everyone else is served meanwhile
+    # A page's event stream outlasts the read deadline: the request was whole, only the answer is long.
+    with httpx.stream("GET", f"{url}/gradio_api/heartbeat/{secrets.token_hex(6)}", timeout=60) as stream:
+        beats = (line for line in stream.iter_lines() if line == "data: ALIVE")
+        assert [next(beats), next(beats)] == ["data: ALIVE"] * 2  # 3 s apart, past the 1 s deadline
 
 
 def _closed(client: socket.socket) -> bool:
@@ -562,20 +556,17 @@ def health(app: RunningApp) -> dict[str, Any]:
     return answer
 
 
-def test_the_queue_server_killed_comes_back_with_every_accepted_job(tmp_path: Path) -> None:
-    app = start_app(tmp_path, MOCHI_WARMUP="0")
-    try:
-        jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"clip {n}", **TINY}).json() for n in range(3)]
-        first = valkey_pid(app)
-        os.kill(first, signal.SIGKILL)
-        wait_for(lambda: health(app)["redis"] and valkey_pid(app) != first, 120, "the server to be restarted")
-        assert "the queue server exited with code" in app.child.log
-        jobs.append(httpx.post(f"{app.url}/generate", json={"prompt": "after the restart", **TINY}).json())
-        for job in jobs:
-            done = wait_for(lambda job=job: _ended(app, job["job_id"]), 240, f"job {job['job_id']} to end")
-            assert done["status"] == "COMPLETED", done
-    finally:
-        app.child.stop()
+def test_the_queue_server_killed_comes_back_with_every_accepted_job(tmp_path: Path, children: Children) -> None:
+    app = children.app(tmp_path, MOCHI_WARMUP="0")
+    jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"clip {n}", **TINY}).json() for n in range(3)]
+    first = valkey_pid(app)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: health(app)["redis"] and valkey_pid(app) != first, 120, "the server to be restarted")
+    assert "the queue server exited with code" in app.child.log
+    jobs.append(httpx.post(f"{app.url}/generate", json={"prompt": "after the restart", **TINY}).json())
+    for job in jobs:
+        done = wait_for(lambda job=job: _ended(app, job["job_id"]), 240, f"job {job['job_id']} to end")
+        assert done["status"] == "COMPLETED", done
 
 
 def _ended(app: RunningApp, job_id: str) -> dict[str, Any] | None:
@@ -602,30 +593,29 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     yield from mounted_tmpfs(tmp_path / "small-disk", "size=16m")
 
 
-def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
+def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(
+    tmp_path: Path, small_disk: Path, children: Children
+) -> None:
     # The server's files alone on the small disk, and no floor: the server itself meets the full disk.
-    app = start_app(tmp_path, MOCHI_WARMUP="0", MOCHI_SERVER_DIR=str(small_disk), MOCHI_MIN_FREE_DISK_BYTES="0")
-    try:
-        accepted = [httpx.post(f"{app.url}/generate", json={"prompt": "before", **TINY}).json()["job_id"]]
-        filler = small_disk / "filler"
-        with filler.open("wb") as out, contextlib.suppress(OSError):
-            while True:
-                out.write(b"\0" * 2**20)
-        answers = []
-        while not app.child.log.count("the queue server exited with code"):
-            answer = httpx.post(f"{app.url}/generate", json={"prompt": "while full", **TINY}, timeout=10)
-            answers.append(answer.status_code)
-            if answer.status_code == 202:
-                accepted.append(answer.json()["job_id"])
-            assert len(answers) < 10_000, "the server never met the full disk"
-        assert set(answers) <= {202, 503}, answers  # accepted, or told to come back: never a 500
-        filler.unlink()
-        wait_for(lambda: health(app)["redis"], 180, "the server to be back once space is free")
-        for job_id in accepted:
-            done = wait_for(lambda job_id=job_id: _ended(app, job_id), 240, f"job {job_id} to end")
-            assert done["status"] == "COMPLETED", done
-    finally:
-        app.child.stop()
+    app = children.app(tmp_path, MOCHI_WARMUP="0", MOCHI_SERVER_DIR=str(small_disk), MOCHI_MIN_FREE_DISK_BYTES="0")
+    accepted = [httpx.post(f"{app.url}/generate", json={"prompt": "before", **TINY}).json()["job_id"]]
+    filler = small_disk / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 2**20)
+    answers = []
+    while not app.child.log.count("the queue server exited with code"):
+        answer = httpx.post(f"{app.url}/generate", json={"prompt": "while full", **TINY}, timeout=10)
+        answers.append(answer.status_code)
+        if answer.status_code == 202:
+            accepted.append(answer.json()["job_id"])
+        assert len(answers) < 10_000, "the server never met the full disk"
+    assert set(answers) <= {202, 503}, answers  # accepted, or told to come back: never a 500
+    filler.unlink()
+    wait_for(lambda: health(app)["redis"], 180, "the server to be back once space is free")
+    for job_id in accepted:
+        done = wait_for(lambda job_id=job_id: _ended(app, job_id), 240, f"job {job_id} to end")
+        assert done["status"] == "COMPLETED", done
 
 
 def run_to_the_end(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -656,22 +646,20 @@ def test_a_data_folder_that_cannot_be_written_stops_the_studio_with_one_line(
         assert len(said) == 1 and f"({reason}); point MOCHI_DATA_DIR at a folder" in said[0], result.stderr
 
 
-def test_a_folder_whose_server_runs_already_or_whose_guest_secret_is_not_ours_is_one_line(tmp_path: Path) -> None:
+def test_a_folder_whose_server_runs_already_or_whose_guest_secret_is_not_ours_is_one_line(
+    tmp_path: Path, children: Children
+) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "videos").mkdir(parents=True)
-    server = EmbeddedServer(data_dir / "redis")
-    server.start()
-    try:
-        env = newcomer_env(data_dir, free_port())
-        app = subprocess.run(
-            [sys.executable, "app.py"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert app.returncode == 1 and "Traceback" not in app.stderr, app.stderr
-        assert "app.py: error: a server for" in app.stderr and "is already running" in app.stderr
-        (data_dir / GUEST_SECRET_FILE).write_text("not a secret")
-        public = {**env, "MOCHI_HOST": "0.0.0.0", "MOCHI_GUESTS": "on"}
-        web = run_to_the_end(["-m", "mochi_app", "serve"], public)
-        assert web.returncode == 2 and "Traceback" not in web.stderr, web.stderr
-        assert "does not hold a guest secret (64 hex digits); delete it" in web.stderr
-    finally:
-        server.stop()
+    children.queue_server(data_dir / "redis")
+    env = newcomer_env(data_dir, free_port())
+    app = subprocess.run(
+        [sys.executable, "app.py"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert app.returncode == 1 and "Traceback" not in app.stderr, app.stderr
+    assert "app.py: error: a server for" in app.stderr and "is already running" in app.stderr
+    (data_dir / GUEST_SECRET_FILE).write_text("not a secret")
+    public = {**env, "MOCHI_HOST": "0.0.0.0", "MOCHI_GUESTS": "on"}
+    web = run_to_the_end(["-m", "mochi_app", "serve"], public)
+    assert web.returncode == 2 and "Traceback" not in web.stderr, web.stderr
+    assert "does not hold a guest secret (64 hex digits); delete it" in web.stderr

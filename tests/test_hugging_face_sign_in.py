@@ -29,7 +29,7 @@ from mochi_app.accounts import AccountStore
 from mochi_app.callers import KEY_COOKIE, Callers
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE
-from tests.conftest import SMALL, guest_cookie, start_web
+from tests.harness import SMALL, guest_cookie, start_web
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

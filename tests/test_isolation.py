@@ -16,7 +16,7 @@ from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
 from mochi_app.guests import GUEST_COOKIE
 from mochi_app.video import job_videos
-from tests.conftest import SMALL, Child, start_web, wait_for
+from tests.harness import SMALL, Child, start_web, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

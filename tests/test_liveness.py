@@ -24,7 +24,7 @@ from mochi_app.recovery import Recovery
 from mochi_app.runner import JobRunner
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
-from tests.conftest import SLOW, SMALL, finished, new_account, start_worker, wait_for
+from tests.harness import SLOW, SMALL, Children, finished, new_account, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -74,28 +74,25 @@ def test_a_lost_job_goes_back_to_the_front_once_then_fails(
 
 
 def test_a_sigkilled_workers_job_completes_on_the_next_worker(
-    settings: Settings, job_queue: JobQueue, tmp_path: Path
+    settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
-    first = start_worker(settings, tmp_path / "first.log", MOCHI_HEARTBEAT_TTL_S="2")
+    first = children.worker(settings, tmp_path / "first.log", MOCHI_HEARTBEAT_TTL_S="2")
     job = job_queue.submit(new_account(), {"prompt": "survives a crash", **SLOW})
     wait_for(lambda: (r := job_queue.store.get(job.job_id)) and r.progress.step > 0, 60, "the job to start")
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait()
-    second = start_worker(settings, tmp_path / "second.log", MOCHI_HEARTBEAT_TTL_S="2")
-    try:
-        done = finished(job_queue, job.job_id)
-    finally:
-        second.stop()
+    second = children.worker(settings, tmp_path / "second.log", MOCHI_HEARTBEAT_TTL_S="2")
+    done = finished(job_queue, job.job_id)
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)
     assert done.worker_id == f"{os.uname().nodename}-{second.process.pid}"
 
 
 def test_a_job_whose_worker_dies_twice_fails_worker_lost(
-    settings: Settings, job_queue: JobQueue, tmp_path: Path
+    settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
     job = job_queue.submit(new_account(), {"prompt": "unlucky", **SLOW})
     for attempt in (1, 2):
-        worker = start_worker(settings, tmp_path / f"worker-{attempt}.log", MOCHI_HEARTBEAT_TTL_S="2")
+        worker = children.worker(settings, tmp_path / f"worker-{attempt}.log", MOCHI_HEARTBEAT_TTL_S="2")
         wait_for(
             lambda: (r := job_queue.store.get(job.job_id)) and r.attempts == attempt and r.progress.step > 0,  # noqa: B023
             60,
@@ -103,11 +100,8 @@ def test_a_job_whose_worker_dies_twice_fails_worker_lost(
         )
         os.kill(worker.process.pid, signal.SIGKILL)
         worker.process.wait()
-    reaper = start_worker(settings, tmp_path / "reaper.log", MOCHI_HEARTBEAT_TTL_S="2")
-    try:
-        failed = finished(job_queue, job.job_id, timeout_s=30)
-    finally:
-        reaper.stop()
+    children.worker(settings, tmp_path / "reaper.log", MOCHI_HEARTBEAT_TTL_S="2")
+    failed = finished(job_queue, job.job_id, timeout_s=30)
     assert (failed.status, failed.error, failed.attempts) == (JobStatus.FAILED, WORKER_LOST, 2)
 
 
@@ -131,7 +125,7 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
 
 
 def test_a_job_taken_by_a_worker_that_died_before_starting_it_goes_back_a_round_later(
-    settings: Settings, job_queue: JobQueue, tmp_path: Path
+    settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
     job = job_queue.submit(new_account(), {"prompt": "dropped in the handover", **SMALL})
     taken = Queue.dequeue_any([job_queue.rq], None, connection=job_queue.redis, serializer=JSONSerializer)
@@ -145,8 +139,5 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_goes_back_a_round_
     assert job_queue.rq.job_ids == [job.job_id]
     assert IntermediateQueue(job_queue.rq.key, job_queue.redis).get_job_ids() == []
 
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        assert finished(job_queue, job.job_id).status is JobStatus.COMPLETED
-    finally:
-        worker.stop()
+    children.worker(settings, tmp_path / "worker.log")
+    assert finished(job_queue, job.job_id).status is JobStatus.COMPLETED

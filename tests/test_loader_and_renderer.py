@@ -24,7 +24,7 @@ from mochi_app.loader import (
 from mochi_app.renderer import MochiRenderer, PromptTooLong, is_out_of_memory, warm_up_shape
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tiny_model import TINY_MODEL_DIRNAME, build_tiny_pipeline
-from tests.conftest import SMALL
+from tests.harness import SMALL
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mochi_app.logs import LOG_FORMAT, JobIdFilter, current_job_id, job_logging
-from tests.conftest import REPO
+from tests.harness import REPO
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +16,9 @@ from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus, Timings
 from mochi_app.recovery import Recovery
-from mochi_app.redis_server import EmbeddedServer
 from mochi_app.tallies import BYTES_BUCKETS, SECONDS_BUCKETS
 from mochi_app.web import create_app
-from tests.conftest import finished, free_port, new_account, start_worker, wait_for
+from tests.harness import Children, finished, free_port, new_account, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -30,12 +28,9 @@ Scrape = dict[str, float]  # "name{label=value,...}" -> value
 
 
 @pytest.fixture
-def own_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+def own_settings(settings: Settings, tmp_path: Path, children: Children) -> Settings:
     """The session's data (and tiny model) with a server of this test's own: no other test's jobs are counted."""
-    server = EmbeddedServer(tmp_path / "redis")
-    server.start()
-    yield replace(settings, redis_url=server.url)
-    server.stop()
+    return replace(settings, redis_url=children.queue_server(tmp_path / "redis"))
 
 
 @pytest.fixture
@@ -72,7 +67,7 @@ def buckets(samples: Scrape, histogram: str) -> list[float]:
 
 
 def test_counters_and_histograms_move_by_exactly_the_jobs_that_ran(
-    own_settings: Settings, own_queue: JobQueue, tmp_path: Path
+    own_settings: Settings, own_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
     with TestClient(create_app(own_settings), base_url="http://127.0.0.1") as http:
         before = scrape(http)
@@ -93,13 +88,10 @@ def test_counters_and_histograms_move_by_exactly_the_jobs_that_ran(
         assert moved(before, waiting, jobs(JobStatus.PENDING)) == 4
         assert moved(before, waiting, jobs(JobStatus.CANCELLED)) == 1
 
-        worker = start_worker(own_settings, tmp_path / "worker.log")
-        try:
-            ended = [finished(own_queue, record.job_id) for record in (*rendered, too_long, cancelled)]
-            wait_for(lambda: scrape(http)["mochi_live_workers{}"] == 1, 60, "the worker to be counted")
-            after = scrape(http)
-        finally:
-            worker.stop()
+        children.worker(own_settings, tmp_path / "worker.log")
+        ended = [finished(own_queue, record.job_id) for record in (*rendered, too_long, cancelled)]
+        wait_for(lambda: scrape(http)["mochi_live_workers{}"] == 1, 60, "the worker to be counted")
+        after = scrape(http)
 
     assert [record.status for record in ended] == [JobStatus.COMPLETED] * 2 + [JobStatus.FAILED, JobStatus.CANCELLED]
     assert {status: moved(before, after, jobs(status)) for status in JobStatus} == {

@@ -14,7 +14,7 @@ from mochi_app.config import Settings
 from mochi_app.queue import JobQueue, TooBusy, fair_slot
 from mochi_app.records import JobStatus
 from mochi_app.schemas import InvalidRequest
-from tests.conftest import SMALL, new_account
+from tests.harness import SMALL, new_account
 
 
 def test_submit_records_a_pending_job_and_enqueues_it(job_queue: JobQueue, redis: Redis) -> None:

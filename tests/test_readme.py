@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from tests.conftest import REPO, RunningApp
+from tests.harness import REPO, RunningApp
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 

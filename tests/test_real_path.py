@@ -22,7 +22,7 @@ from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import ServedModels
 from mochi_app.stages import Stage
 from mochi_app.worker_state import WorkerState, WorkerStates
-from tests.conftest import REPO, finished, free_port, launch, new_account, start_worker, wait_for, worker_env
+from tests.harness import REPO, Children, finished, free_port, new_account, wait_for, worker_env
 from tests.hub_server import serve_hub
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 
@@ -146,26 +146,23 @@ def test_every_library_call_of_the_real_path_exists_on_the_pinned_classes() -> N
 
 
 def test_a_worker_on_the_real_model_completes_a_job_and_counts_tokens_as_it_does(
-    settings: Settings, redis: Redis, hub_home: Path, real_renderer: MochiRenderer, tmp_path: Path
+    settings: Settings, redis: Redis, hub_home: Path, real_renderer: MochiRenderer, tmp_path: Path, children: Children
 ) -> None:
-    worker = start_worker(settings, tmp_path / "worker.log", **hub_env(hub_home))
-    try:
-        cards = ServedModels(redis, settings.queue_name)
-        card = cards.current()
-        assert card is not None and (card.name, card.is_tiny) == (REAL_MODEL_ID, False)
-        texts = ["a red fox", "A fox jumps over the lazy dog, slowly!", "café ☕ 東京", "a  cat\n\tdog", "<pad> </s> x"]
-        for text in [*texts, "<extra_id_0> snow", "zebra " * 40]:
-            assert cards.count_tokens(text) == real_renderer.count_tokens(text), text
-        queue = JobQueue(redis, settings, cards.count_tokens)
-        with pytest.raises(InvalidRequest, match=r"prompt is \d+ tokens long; the limit is 256"):
-            queue.submit(new_account(), {"prompt": "snow " * 300})
-        job = queue.submit(new_account(), {"prompt": "a red fox", "num_frames": 7, "height": 64, "width": 96})
-        done = finished(queue, job.job_id, timeout_s=300)
-        assert (done.status, done.model) == (JobStatus.COMPLETED, REAL_MODEL_ID), done.error
-        assert done.output is not None and (done.output.width, done.output.height) == (96, 64)
-        assert [state.stage for state in WorkerStates(redis, settings.queue_name, 15).all()] == [Stage.READY]
-    finally:
-        worker.stop()
+    children.worker(settings, tmp_path / "worker.log", **hub_env(hub_home))
+    cards = ServedModels(redis, settings.queue_name)
+    card = cards.current()
+    assert card is not None and (card.name, card.is_tiny) == (REAL_MODEL_ID, False)
+    texts = ["a red fox", "A fox jumps over the lazy dog, slowly!", "café ☕ 東京", "a  cat\n\tdog", "<pad> </s> x"]
+    for text in [*texts, "<extra_id_0> snow", "zebra " * 40]:
+        assert cards.count_tokens(text) == real_renderer.count_tokens(text), text
+    queue = JobQueue(redis, settings, cards.count_tokens)
+    with pytest.raises(InvalidRequest, match=r"prompt is \d+ tokens long; the limit is 256"):
+        queue.submit(new_account(), {"prompt": "snow " * 300})
+    job = queue.submit(new_account(), {"prompt": "a red fox", "num_frames": 7, "height": 64, "width": 96})
+    done = finished(queue, job.job_id, timeout_s=300)
+    assert (done.status, done.model) == (JobStatus.COMPLETED, REAL_MODEL_ID), done.error
+    assert done.output is not None and (done.output.width, done.output.height) == (96, 64)
+    assert [state.stage for state in WorkerStates(redis, settings.queue_name, 15).all()] == [Stage.READY]
 
 
 def test_without_protobuf_the_tokenizer_cannot_load(hub_snapshot: Path) -> None:
@@ -195,7 +192,7 @@ def first_start_env(endpoint: str, hf_home: Path) -> dict[str, str]:
 
 
 def test_a_first_start_downloads_with_progress_then_loads(
-    settings: Settings, redis: Redis, hub_repo: Path, tmp_path: Path
+    settings: Settings, redis: Redis, hub_repo: Path, tmp_path: Path, children: Children
 ) -> None:
     with serve_hub(hub_repo, bytes_per_s=DOWNLOAD_BYTES_PER_S) as hub:
         states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
@@ -206,11 +203,8 @@ def test_a_first_start_downloads_with_progress_then_loads(
             return any(state.stage is Stage.READY for state in seen)
 
         env = worker_env(settings, **first_start_env(hub.endpoint, tmp_path / "hf"))
-        worker = launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
-        try:
-            wait_for(ready, 300, "the worker to download and load the model", interval_s=0.1)
-        finally:
-            worker.stop()
+        worker = children.launch([sys.executable, "-m", "mochi_app", "worker"], env, tmp_path / "worker.log")
+        wait_for(ready, 300, "the worker to download and load the model", interval_s=0.1)
         fetched = hub.fetched()
     downloads = [state.download for state in seen if state.download is not None]
     partway = [progress for progress in downloads if 0 < progress.done_bytes < progress.total_bytes]

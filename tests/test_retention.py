@@ -12,7 +12,7 @@ from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.store import FINISHED_KEY, GUESTS_FINISHED_KEY, JobStore, account_jobs_key
 from mochi_app.video import job_videos
-from tests.conftest import new_account
+from tests.harness import new_account
 from tests.test_store import make_record
 
 

@@ -14,7 +14,7 @@ from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.video import job_videos
-from tests.conftest import SLOW, SMALL, finished, new_account, start_app, start_worker, wait_for
+from tests.harness import SLOW, SMALL, Children, finished, new_account, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -27,9 +27,9 @@ def started(queue: JobQueue, job_id: str) -> JobRecord | None:
 
 
 def test_sigterm_lets_the_current_job_finish_within_the_grace_period(
-    settings: Settings, job_queue: JobQueue, tmp_path: Path
+    settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
-    worker = start_worker(replace(settings, stop_grace_s=120), tmp_path / "worker.log")
+    worker = children.worker(replace(settings, stop_grace_s=120), tmp_path / "worker.log")
     job = job_queue.submit(new_account(), {"prompt": "finish me", **SMALL, "num_inference_steps": 40})
     wait_for(lambda: started(job_queue, job.job_id), 60, "the job to start", interval_s=0.005)
     worker.process.send_signal(signal.SIGTERM)
@@ -39,9 +39,9 @@ def test_sigterm_lets_the_current_job_finish_within_the_grace_period(
 
 
 def test_a_job_still_running_when_the_grace_period_ends_goes_back_to_the_front_uncounted(
-    settings: Settings, job_queue: JobQueue, tmp_path: Path
+    settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
-    stopping = start_worker(replace(settings, stop_grace_s=1), tmp_path / "stopping.log")
+    stopping = children.worker(replace(settings, stop_grace_s=1), tmp_path / "stopping.log")
     owner = new_account()
     job = job_queue.submit(owner, {"prompt": "too long to wait for", **SLOW})
     waiting = job_queue.submit(owner, {"prompt": "next in line", **SMALL})
@@ -55,17 +55,16 @@ def test_a_job_still_running_when_the_grace_period_ends_goes_back_to_the_front_u
     assert job_queue.rq.job_ids == [job.job_id, waiting.job_id]
     assert not job_videos(settings.videos_dir, job.job_id)
 
-    next_worker = start_worker(settings, tmp_path / "next.log")
-    try:
-        done = finished(job_queue, job.job_id)
-    finally:
-        next_worker.stop()
+    children.worker(settings, tmp_path / "next.log")
+    done = finished(job_queue, job.job_id)
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
 
 
 @pytest.mark.timeout(900)  # the job renders twice, through app.py's web and worker, on what may be a loaded machine
-def test_app_py_passes_sigterm_on_and_the_given_back_job_completes_after_a_restart(tmp_path: Path) -> None:
-    app = start_app(tmp_path, MOCHI_WARMUP="0", MOCHI_STOP_GRACE_S="1")
+def test_app_py_passes_sigterm_on_and_the_given_back_job_completes_after_a_restart(
+    tmp_path: Path, children: Children
+) -> None:
+    app = children.app(tmp_path, MOCHI_WARMUP="0", MOCHI_STOP_GRACE_S="1")
     job = httpx.post(f"{app.url}/generate", json={"prompt": "across a restart", **SLOW}).json()
     wait_for(
         lambda: httpx.get(f"{app.url}/status/{job['job_id']}").json()["progress"]["step"] > 0, 60, "the job to start"
@@ -74,14 +73,11 @@ def test_app_py_passes_sigterm_on_and_the_given_back_job_completes_after_a_resta
     assert app.child.process.wait(90) == 0, app.child.log
     assert re.search(r"job \S+: worker \S+ stopping; the job is now PENDING", app.child.log)
 
-    again = start_app(tmp_path, MOCHI_WARMUP="0")  # the same data folder: the same queue and records
-    try:
-        done = wait_for(
-            lambda: (s := httpx.get(f"{again.url}/status/{job['job_id']}").json())["status"] in ENDED and s,
-            600,
-            "the job to end after the restart",
-        )
-    finally:
-        again.child.stop()
+    again = children.app(tmp_path, MOCHI_WARMUP="0")  # the same data folder: the same queue and records
+    done = wait_for(
+        lambda: (s := httpx.get(f"{again.url}/status/{job['job_id']}").json())["status"] in ENDED and s,
+        600,
+        "the job to end after the restart",
+    )
     assert done["status"] == "COMPLETED", done  # type: ignore[index]
     assert done["model"] == "tiny"  # type: ignore[index]

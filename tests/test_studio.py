@@ -15,7 +15,7 @@ from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio, download_path
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.video import attempt_video_path
-from tests.conftest import SMALL, new_account
+from tests.harness import SMALL, new_account
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.ui import GALLERY_PAGE_SIZE, StudioPage
-from tests.conftest import SMALL
+from tests.harness import SMALL
 
 
 @pytest.fixture

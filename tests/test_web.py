@@ -24,7 +24,7 @@ from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.config import Settings
 from mochi_app.queue import rq_queue
 from mochi_app.web import GRADIO_ANALYTICS, create_app
-from tests.conftest import REPO, SLOW, SMALL, Child, free_port, start_web, wait_for
+from tests.harness import REPO, SLOW, SMALL, Child, Children, free_port, start_web, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -199,14 +199,13 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "di
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_web_process_serves_on_uvloop_and_httptools(module_settings: Settings, tmp_path: Path) -> None:
+def test_the_web_process_serves_on_uvloop_and_httptools(
+    module_settings: Settings, tmp_path: Path, children: Children
+) -> None:
     """uvicorn takes its C event loop and HTTP parser when they are installed (requirements.txt pins them)."""
-    child, url = start_web(module_settings, tmp_path / "web.log")
-    try:
-        assert httpx.get(f"{url}/healthz").status_code == 200
-        mapped = Path(f"/proc/{child.process.pid}/maps").read_text()
-    finally:
-        child.stop()
+    child, url = children.web(module_settings, tmp_path / "web.log")
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    mapped = Path(f"/proc/{child.process.pid}/maps").read_text()
     assert "/uvloop/" in mapped
     assert "/httptools/" in mapped
 

@@ -20,7 +20,7 @@ from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
-from tests.conftest import SLOW, SMALL, Child, finished, new_account, start_worker, wait_for
+from tests.harness import SLOW, SMALL, Child, Children, finished, new_account, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -127,25 +127,22 @@ def test_no_partial_files_are_left_in_the_videos_folder(worker: Child, worker_qu
 
 
 def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
-    settings: Settings, redis: Redis, count_tokens: TokenCounter, tmp_path: Path
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, tmp_path: Path, children: Children
 ) -> None:
     limited = replace(settings, job_timeout_s=2)
     queue = JobQueue(redis, limited, count_tokens)
-    worker = start_worker(limited, tmp_path / "worker.log")
-    try:
-        slow = queue.submit(new_account(), {"prompt": "too long", **SLOW})
-        ended = finished(queue, slow.job_id)
-        assert (ended.status, ended.error) == (JobStatus.FAILED, "timed out after 2 s")
-        assert not job_videos(limited.videos_dir, slow.job_id)
-        # The worker goes on: it takes the next job and ends it. A tiny job takes well under the 2 s limit on an
-        # idle machine, but a loaded one may take longer, so its own time limit is an accepted end too.
-        quick = queue.submit(new_account(), {"prompt": "quick", **SMALL, "num_frames": 7})
-        next_one = finished(queue, quick.job_id)
-        assert (next_one.worker_id, next_one.attempts) == (ended.worker_id, 1)
-        assert next_one.status is JobStatus.COMPLETED or next_one.error == "timed out after 2 s"
-        assert worker.process.poll() is None and queue.live_workers() == 1
-    finally:
-        worker.stop()
+    worker = children.worker(limited, tmp_path / "worker.log")
+    slow = queue.submit(new_account(), {"prompt": "too long", **SLOW})
+    ended = finished(queue, slow.job_id)
+    assert (ended.status, ended.error) == (JobStatus.FAILED, "timed out after 2 s")
+    assert not job_videos(limited.videos_dir, slow.job_id)
+    # The worker goes on: it takes the next job and ends it. A tiny job takes well under the 2 s limit on an
+    # idle machine, but a loaded one may take longer, so its own time limit is an accepted end too.
+    quick = queue.submit(new_account(), {"prompt": "quick", **SMALL, "num_frames": 7})
+    next_one = finished(queue, quick.job_id)
+    assert (next_one.worker_id, next_one.attempts) == (ended.worker_id, 1)
+    assert next_one.status is JobStatus.COMPLETED or next_one.error == "timed out after 2 s"
+    assert worker.process.poll() is None and queue.live_workers() == 1
 
 
 def test_a_time_limit_that_lands_inside_a_library_is_still_a_timeout(module_settings: Settings) -> None:

@@ -10,7 +10,7 @@ from mochi_app import cards
 from mochi_app.config import Settings
 from mochi_app.stages import DownloadProgress, Stage
 from mochi_app.worker_state import StartupReporter, WorkerState, WorkerStates, why_not_ready
-from tests.conftest import wait_for
+from tests.harness import wait_for
 
 
 def state(worker_id: str, stage: Stage, **fields: object) -> WorkerState:
