@@ -15,7 +15,7 @@ from mochi_app.events import account_of, address_of, user_errors
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
 from mochi_app.public import JobPublic
-from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS
+from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest
 from mochi_app.studio import Studio
 
 GALLERY_PAGE_SIZE = 6
@@ -24,6 +24,9 @@ POLL_INTERVAL_S = 1.0
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
+# The form's fields, one control each, in the request's order; the "Random seed" box comes after them.
+FORM_FIELDS = tuple(GenerationRequest.model_fields)
+Shown = dict[gr.components.Component, Any]  # what a handler changes on the page; the rest stays as it is
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -123,10 +126,20 @@ class StudioPage:
                 self.reuse_seed = gr.Button("Reuse last seed", size="sm")
             self.fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
         self.generate = gr.Button("Generate", variant="primary")
-        self.inputs = [
-            *(self.prompt, self.negative, self.num_frames, self.width, self.height, self.steps, self.guidance),
-            *(self.random_seed, self.seed, self.fps),
-        ]
+        self.fields: dict[str, gr.components.Component] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative,
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "seed": self.seed,
+            "fps": self.fps,
+        }
+        if set(self.fields) != set(FORM_FIELDS):  # a new request field needs a control, and no control is spare
+            raise RuntimeError(f"the form's fields {sorted(self.fields)} are not the request's {sorted(FORM_FIELDS)}")
+        self.inputs = [*(self.fields[name] for name in FORM_FIELDS), self.random_seed]
 
     def account(self, request: gr.Request) -> str:
         return account_of(self.studio, request)
@@ -134,7 +147,7 @@ class StudioPage:
     def then_refresh(self, event: Any) -> None:
         event.then(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
 
-    def refresh(self, job_id: str | None, pages: list[str | None], request: gr.Request) -> tuple[Any, ...]:
+    def refresh(self, job_id: str | None, pages: list[str | None], request: gr.Request) -> Shown:
         """Everything that changes while jobs run: banner, job card, player, gallery page, timer."""
         try:
             account = self.account(request)
@@ -144,29 +157,25 @@ class StudioPage:
         except JobNotFound:  # the followed job was deleted meanwhile
             return self.refresh(None, pages, request)
         except NotSignedIn as exc:
-            return self._only_the_card(f'<div class="job-card">{escape(cards.sentence(str(exc)))}</div>')
+            return {self.job_card: f'<div class="job-card">{escape(cards.sentence(str(exc)))}</div>'}
         except RedisError:
-            return self._only_the_card(
-                f'<div class="job-card"><span class="error">{cards.sentence(QUEUE_UNREACHABLE)}</span> Retrying…</div>'
-            )
+            unreachable = f'<span class="error">{cards.sentence(QUEUE_UNREACHABLE)}</span> Retrying…'
+            return {self.job_card: f'<div class="job-card">{unreachable}</div>'}
         # The timer runs only while something of this visitor's can still change, a worker is starting, or none
         # has ever been ready (a page opened before the first worker registers must see it arrive).
         busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
         busy = busy or card is None or any(worker.stage.is_starting for worker in workers)
-        return (
-            cards.model_banner(card, workers),
-            cards.status_card(job),
-            cards.player(job),
-            gr.Button(visible=job is not None and not job.status.is_terminal),
-            {"account": account, "jobs": [item.model_dump(mode="json") for item in page_of_jobs.jobs]},
-            page_of_jobs.next_cursor,
-            gr.Timer(active=busy),
-            gr.Button(interactive=len(pages) > 1),
-            gr.Button(interactive=page_of_jobs.next_cursor is not None),
-        )
-
-    def _only_the_card(self, html: str) -> tuple[Any, ...]:
-        return tuple(html if output is self.job_card else gr.skip() for output in self.shown)
+        return {
+            self.banner: cards.model_banner(card, workers),
+            self.job_card: cards.status_card(job),
+            self.video: cards.player(job),
+            self.cancel_followed: gr.Button(visible=job is not None and not job.status.is_terminal),
+            self.gallery: {"account": account, "jobs": [item.model_dump(mode="json") for item in page_of_jobs.jobs]},
+            self.next_cursor: page_of_jobs.next_cursor,
+            self.timer: gr.Timer(active=busy),
+            self.newer: gr.Button(interactive=len(pages) > 1),
+            self.older: gr.Button(interactive=page_of_jobs.next_cursor is not None),
+        }
 
     def _wire_form(self) -> None:
         self.prompt.change(self.count_tokens, self.prompt, self.prompt_tokens, trigger_mode="always_last", **INTERNAL)
@@ -205,31 +214,15 @@ class StudioPage:
         return (False, used) if used is not None else (gr.skip(), gr.skip())
 
     @user_errors
-    def submit_form(  # noqa: PLR0917 - Gradio passes the form's components positionally
-        self,
-        prompt: str,
-        negative_prompt: str,
-        num_frames: int,
-        width: int,
-        height: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-        random_seed: bool,
-        seed: int | None,
-        fps: int,
-        request: gr.Request,
-    ) -> tuple[Any, ...]:
-        params = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "num_frames": num_frames,
-            "width": width,
-            "height": height,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": float(guidance_scale),
-            "seed": None if random_seed else seed,
-            "fps": fps,
-        }
+    def submit_form(self, request: gr.Request, *values: Any) -> tuple[Any, ...]:
+        """Queue the form: `values` are `self.inputs`' (the request's fields, then "Random seed").
+
+        `request` comes first: Gradio puts it at its place among the parameters, before the form's values.
+        """
+        *fields, random_seed = values
+        params = dict(zip(FORM_FIELDS, fields, strict=True))
+        if random_seed:
+            params["seed"] = None
         job = self.studio.submit(self.account(request), params, address_of(request))
         gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
         return job.job_id, job.request.seed, job.request.seed, [None]
@@ -285,12 +278,11 @@ class StudioPage:
             self.studio.cancel(self.account(request), job_id)
 
     @user_errors
-    def remix(self, job_id: str, request: gr.Request) -> tuple[Any, ...]:
+    def remix(self, job_id: str, request: gr.Request) -> Shown:
+        """The job's request in the form, with its seed kept (and the frames it rendered)."""
         asked = self.studio.status(self.account(request), job_id).request
-        return (
-            *(asked.prompt, asked.negative_prompt, asked.rendered_num_frames, asked.width, asked.height),
-            *(asked.num_inference_steps, asked.guidance_scale, False, asked.seed, asked.fps),
-        )
+        form: Shown = {self.fields[name]: getattr(asked, name) for name in FORM_FIELDS}
+        return {**form, self.num_frames: asked.rendered_num_frames, self.random_seed: False}
 
     @user_errors
     def delete(self, job_id: str, followed: str | None, request: gr.Request) -> str | None:

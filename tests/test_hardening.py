@@ -34,6 +34,7 @@ from mochi_app.store import JobStore
 from mochi_app.studio import Studio
 from mochi_app.supervisor import STEADY_S, Backoff
 from mochi_app.tokens import TokenCounter
+from mochi_app.ui import FORM_FIELDS
 from mochi_app.video import attempt_video_path
 from mochi_app.web import create_app
 from tests.harness import (
@@ -47,8 +48,6 @@ from tests.harness import (
     start_web,
     wait_for,
 )
-
-pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
 TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
@@ -158,6 +157,7 @@ def test_a_prompt_of_invisible_characters_is_empty(invisible: str) -> None:
     assert GenerationRequest.parse({"prompt": "a cat", "negative_prompt": invisible}, Limits()).negative_prompt == ""
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_healthz_counts_a_dead_worker_out_within_its_heartbeat(
     settings: Settings, redis: Redis, tmp_path: Path, children: Children
 ) -> None:
@@ -196,6 +196,7 @@ def test_an_unreachable_queue_answers_503_with_retry_after(settings: Settings) -
     assert (health.status_code, health.headers.get("retry-after")) == (503, "5")
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_what_the_studio_writes_is_its_owners_alone(studio_app: RunningApp) -> None:
     written = [p for p in studio_app.data_dir.rglob("*") if p.is_file() and "models" not in p.parts]
     assert any(p.suffix == ".aof" or "appendonly" in p.name for p in written), written
@@ -316,6 +317,7 @@ def test_a_forged_or_unsigned_guest_token_is_a_stranger(public_web: TestClient) 
         public_web.cookies.clear()
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_the_guest_secret_is_made_once_private_and_shared_by_every_process(tmp_path: Path) -> None:
     path = tmp_path / "data" / GUEST_SECRET_FILE
     load = f"import pathlib, mochi_app.guests as g; print(g.load_secret(pathlib.Path({str(path)!r})).hex())"
@@ -433,6 +435,7 @@ def public_server(module_settings: Settings, tmp_path_factory: pytest.TempPathFa
     child.stop()
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: str) -> None:
     dependencies = httpx.get(f"{public_server}/config").json()["dependencies"]
     event = {d["api_name"]: d["id"] for d in dependencies}
@@ -442,7 +445,8 @@ def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: st
     session_hash = secrets.token_hex(6)
     # The visitor submits from the page, which then follows the job: its card shows the prompt, and so
     # does the gallery the page renders from the session's state.
-    form = [secret_prompt, "", 7, 64, 64, 2, 4.5, True, 0, 30]
+    asked = {"prompt": secret_prompt, "negative_prompt": "", **TINY, "guidance_scale": 4.5, "seed": 0, "fps": 30}
+    form = [*(asked[name] for name in FORM_FIELDS), True]  # the page's inputs: the request's fields, "Random seed"
     assert gradio_event(victim, event["submit_form"], form, session_hash)[-1]["success"]
     following = [None, [None]]  # what the page sends for state inputs: the server has their values
     assert secret_prompt in json.dumps(gradio_event(victim, refresh, following, session_hash))
@@ -476,6 +480,7 @@ def test_before_any_worker_starts_a_long_prompt_is_refused_not_queued(settings: 
         assert http.post("/generate", json={"prompt": "a cat walks on the beach"}).status_code == 202
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_slow_clients_are_let_go_and_long_answers_are_not(
     module_settings: Settings, tmp_path: Path, children: Children
 ) -> None:
@@ -556,6 +561,7 @@ def health(app: RunningApp) -> dict[str, Any]:
     return answer
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_the_queue_server_killed_comes_back_with_every_accepted_job(tmp_path: Path, children: Children) -> None:
     app = children.app(tmp_path, MOCHI_WARMUP="0")
     jobs = [httpx.post(f"{app.url}/generate", json={"prompt": f"clip {n}", **TINY}).json() for n in range(3)]
@@ -593,6 +599,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     yield from mounted_tmpfs(tmp_path / "small-disk", "size=16m")
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_the_queue_server_on_a_full_disk_comes_back_once_space_is_freed(
     tmp_path: Path, small_disk: Path, children: Children
 ) -> None:
@@ -631,6 +638,7 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     yield from mounted_tmpfs(tmp_path / "read-only", "ro,size=1m")
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 @pytest.mark.parametrize("command", [["app.py"], ["-m", "mochi_app", "serve"], ["-m", "mochi_app", "worker"]])
 def test_a_data_folder_that_cannot_be_written_stops_the_studio_with_one_line(
     read_only_folder: Path, tmp_path: Path, command: list[str]
@@ -646,6 +654,7 @@ def test_a_data_folder_that_cannot_be_written_stops_the_studio_with_one_line(
         assert len(said) == 1 and f"({reason}); point MOCHI_DATA_DIR at a folder" in said[0], result.stderr
 
 
+@pytest.mark.slow  # starts processes: see README, "Tests"
 def test_a_folder_whose_server_runs_already_or_whose_guest_secret_is_not_ours_is_one_line(
     tmp_path: Path, children: Children
 ) -> None:

@@ -13,7 +13,7 @@ from mochi_app.config import Settings
 from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
-from mochi_app.ui import GALLERY_PAGE_SIZE, StudioPage
+from mochi_app.ui import FORM_FIELDS, GALLERY_PAGE_SIZE, StudioPage
 from tests.harness import SMALL
 
 
@@ -27,7 +27,7 @@ def page(redis: Redis, settings: Settings) -> StudioPage:
 def visitor(page: StudioPage) -> gr.Request:
     """A visitor with an account of their own, so other tests' jobs never show."""
     _, key = page.studio.accounts.create(f"ui-{uuid.uuid4().hex[:8]}")
-    return gr.Request(headers={"authorization": f"Bearer {key}"})
+    return gr.Request(headers={"authorization": f"Bearer {key}"}, client={"host": "127.0.0.1"})
 
 
 def tokenizer_json() -> str:
@@ -41,9 +41,10 @@ def owner(page: StudioPage, visitor: gr.Request) -> str:
 def shown(
     page: StudioPage, visitor: gr.Request, job_id: str | None, cursors: list[str | None] | None = None
 ) -> dict[str, object]:
-    values = page.refresh(job_id, cursors or [None], visitor)
-    names = ["banner", "job_card", "video", "cancel", "gallery", "next_cursor", "timer", "newer", "older"]
-    return dict(zip(names, values, strict=True))
+    """What a refresh puts on the page, by the component's name on StudioPage."""
+    changed = page.refresh(job_id, cursors or [None], visitor)
+    names = {id(component): name for name, component in vars(page).items()}
+    return {names[id(component)]: value for component, value in changed.items()}
 
 
 def test_the_timer_runs_until_a_worker_has_been_ready(page: StudioPage, visitor: gr.Request) -> None:
@@ -63,7 +64,7 @@ def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage,
     job = page.studio.submit(owner(page, visitor), {"prompt": "a cat", **SMALL})
     followed = shown(page, visitor, job.job_id)
     assert followed["timer"].active is True  # type: ignore[attr-defined]
-    assert "Queued" in str(followed["job_card"]) and followed["cancel"].visible is True  # type: ignore[attr-defined]
+    assert "Queued" in str(followed["job_card"]) and followed["cancel_followed"].visible is True  # type: ignore[attr-defined]
     page.studio.cancel(owner(page, visitor), job.job_id)
     after = shown(page, visitor, job.job_id)
     assert after["timer"].active is False  # type: ignore[attr-defined]
@@ -100,16 +101,27 @@ def test_presets_stay_within_the_limits(redis: Redis, settings: Settings) -> Non
     assert page.apply_preset("Final") == (50, 85)  # 100 steps and 163 frames: held to both limits
 
 
+def test_the_form_submits_each_field_under_its_name(page: StudioPage, visitor: gr.Request) -> None:
+    """The form's inputs are the request's fields in order, then "Random seed"; both seed choices arrive."""
+    values = {**SMALL, "prompt": "a lark", "negative_prompt": "fog", "guidance_scale": 6.5, "seed": 41, "fps": 12}
+    chosen, _, _, _ = page.submit_form(visitor, *(values[name] for name in FORM_FIELDS), False)
+    asked = page.studio.status(owner(page, visitor), chosen).request
+    assert asked.model_dump() == {**values, "num_frames": SMALL["num_frames"]}
+    random, seed, _, _ = page.submit_form(visitor, *(values[name] for name in FORM_FIELDS), True)
+    assert page.studio.status(owner(page, visitor), random).request.seed == seed
+
+
 def test_remix_returns_the_jobs_parameters_for_the_form(page: StudioPage, visitor: gr.Request) -> None:
     job = page.studio.submit(owner(page, visitor), {"prompt": "a heron", **SMALL, "num_frames": 30, "seed": 9})
     remixed = page.remix(job.job_id, visitor)
-    assert remixed == ("a heron", "", 31, 160, 96, 4, 4.5, False, 9, 30)
+    assert [remixed[component] for component in page.inputs] == ["a heron", "", 31, 96, 160, 4, 4.5, 9, 30, False]
     with pytest.raises(gr.Error, match="no job with id"):
         page.remix("not-a-job", visitor)
 
 
 def test_a_visitor_who_can_act_for_nobody_sees_how_to_sign_in(page: StudioPage) -> None:
     stranger = gr.Request(headers={"authorization": "Bearer mochi_not_a_key"})
-    card = shown(page, stranger, None)["job_card"]
-    assert "That API key is not valid" in str(card)
+    changed = shown(page, stranger, None)
+    assert list(changed) == ["job_card"]  # the rest of the page stays as it was
+    assert "That API key is not valid" in str(changed["job_card"])
     assert "Signed in as" not in page.who_is_it(stranger)
