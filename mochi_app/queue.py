@@ -23,6 +23,7 @@ from mochi_app.config import Settings
 from mochi_app.guests import address_group
 from mochi_app.rate_limits import wait_s
 from mochi_app.records import JobRecord, JobStatus, Progress
+from mochi_app.rq_layout import RQLayout
 from mochi_app.schemas import CountTokens, GenerationRequest
 from mochi_app.store import JobStore, job_key
 
@@ -83,6 +84,7 @@ class JobQueue:
         self.count_tokens = count_tokens
         self.store = JobStore(redis)
         self.rq = rq_queue(redis, settings)
+        self.layout = RQLayout(self.rq)
 
     def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobRecord:
         """Validate `params`, then record a PENDING job and enqueue it in one Redis transaction.
@@ -120,8 +122,8 @@ class JobQueue:
 
         WATCHes the queue, so a worker taking a job meanwhile makes the caller retry.
         """
-        pipe.watch(self.rq.key)  # type: ignore[no-untyped-call]
-        waiting = [raw.decode() if isinstance(raw, bytes) else raw for raw in pipe.lrange(self.rq.key, 0, -1)]
+        pipe.watch(self.layout.waiting_key)  # type: ignore[no-untyped-call]
+        waiting = self.layout.waiting(pipe)
         submitters = self._submitters(pipe, waiting)
         owners = [owner for owner, _ in submitters]
         self._check_room(record, owners, [address for _, address in submitters])
@@ -130,8 +132,7 @@ class JobQueue:
         self.store.create(record, pipe)
         self.push(pipe, record.job_id)
         if pivot is not None:
-            pipe.lrem(self.rq.key, 1, record.job_id)
-            pipe.linsert(self.rq.key, "BEFORE", pivot, record.job_id)
+            self.layout.move_before(pipe, record.job_id, pivot)
         pipe.execute()
 
     def push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:

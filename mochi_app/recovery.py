@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
 
 from redis.client import Pipeline
-from rq.intermediate_queue import IntermediateQueue
 
 from mochi_app.queue import MAX_ATTEMPTS, WORKER_LOST, JobQueue
 from mochi_app.records import JobRecord, JobStatus
@@ -23,7 +21,7 @@ class Recovery:
         self.queue = queue
         self.store = queue.store
         self.redis = queue.redis
-        self.rq = queue.rq
+        self.layout = queue.layout
 
     def recover(self, job_id: str, lost_worker: str) -> JobRecord | None:
         """A job whose worker is gone: back to the front of the queue once, FAILED "worker lost" after that.
@@ -84,7 +82,7 @@ class Recovery:
         queue meanwhile (given back by a stopping worker, or re-queued by the reaper): each worker
         calls this after every job, so such a job waits with a copy again.
         """
-        return self.requeue_waiting(job_id, only_if=lambda: not self.redis.exists(self.rq.job_class.key_for(job_id)))
+        return self.requeue_waiting(job_id, only_if=lambda: not self.layout.holds_job(self.redis, job_id))
 
     def taken_but_waiting(self) -> set[str]:
         """Jobs RQ has taken off the queue (handed to a worker) whose record still says PENDING.
@@ -92,20 +90,17 @@ class Recovery:
         A live worker marks such a job RUNNING within milliseconds; one seen here twice, a reaper
         round apart, was taken by a worker that died in between.
         """
-        taken = {*IntermediateQueue(self.rq.key, self.redis).get_job_ids(), *self.rq.started_job_registry.get_job_ids()}
-        records = [self.store.get(job_id) for job_id in sorted(taken)]
+        records = [self.store.get(job_id) for job_id in sorted(self.layout.taken(self.redis))]
         return {record.job_id for record in records if record is not None and record.status is JobStatus.PENDING}
 
     def requeue_waiting(self, job_id: str, only_if: Callable[[], bool] = lambda: True) -> bool:
         """Put a PENDING job at the front of the queue afresh, dropping whatever RQ still holds of it."""
-        started_key = self.rq.started_job_registry.key
         executions: list[bytes] = []
 
         def if_still_waiting(record: JobRecord) -> JobRecord | None:
             if record.status is not JobStatus.PENDING or not only_if():
                 return None
-            entries = cast(list[bytes], self.redis.zrange(started_key, 0, -1))  # "{job_id}:{execution_id}"
-            executions[:] = [entry for entry in entries if entry.startswith(f"{job_id}:".encode())]
+            executions[:] = self.layout.executions(self.redis, job_id)
             return record
 
         requeued = False
@@ -113,10 +108,7 @@ class Recovery:
         def afresh(pipe: Pipeline, record: JobRecord) -> None:
             nonlocal requeued
             requeued = True
-            pipe.lrem(self.rq.key, 0, job_id)
-            pipe.lrem(IntermediateQueue.get_intermediate_queue_key(self.rq.key), 0, job_id)
-            if executions:
-                pipe.zrem(started_key, *executions)
+            self.layout.forget(pipe, job_id, executions)
             self.queue.push(pipe, job_id, at_front=True)
 
         self.store.update(job_id, if_still_waiting, along_with=afresh)

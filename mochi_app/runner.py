@@ -182,7 +182,7 @@ class JobRunner:
             )
 
         def off_the_queue(pipe: Pipeline, completed: JobRecord) -> None:
-            pipe.lrem(self.queue.rq.key, 0, completed.job_id)  # in case it was re-queued meanwhile
+            self.queue.layout.drop_waiting(pipe, completed.job_id)  # in case it was re-queued meanwhile
 
         finished = self._through_outage(
             record.job_id, lambda: self.store.update(record.job_id, complete, along_with=off_the_queue)
