@@ -82,7 +82,7 @@ class Recovery:
         queue meanwhile (given back by a stopping worker, or re-queued by the reaper): each worker
         calls this after every job, so such a job waits with a copy again.
         """
-        return self.requeue_waiting(job_id, only_if=lambda: not self.layout.holds_job(self.redis, job_id))
+        return self.requeue_waiting(job_id, only_if=lambda: not self.layout.holds_job(job_id))
 
     def taken_but_waiting(self) -> set[str]:
         """Jobs RQ has taken off the queue (handed to a worker) whose record still says PENDING.
@@ -90,7 +90,7 @@ class Recovery:
         A live worker marks such a job RUNNING within milliseconds; one seen here twice, a reaper
         round apart, was taken by a worker that died in between.
         """
-        records = [self.store.get(job_id) for job_id in sorted(self.layout.taken(self.redis))]
+        records = [self.store.get(job_id) for job_id in sorted(self.layout.taken())]
         return {record.job_id for record in records if record is not None and record.status is JobStatus.PENDING}
 
     def requeue_waiting(self, job_id: str, only_if: Callable[[], bool] = lambda: True) -> bool:

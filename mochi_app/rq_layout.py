@@ -52,10 +52,10 @@ class RQLayout:
         if executions:
             pipe.zrem(self.started_key, *executions)
 
-    def taken(self, redis: Redis) -> set[str]:
+    def taken(self) -> set[str]:
         """Job ids a worker has dequeued or started (RQ's own reads)."""
         return {*self.rq.intermediate_queue.get_job_ids(), *self.rq.started_job_registry.get_job_ids()}
 
-    def holds_job(self, redis: Redis, job_id: str) -> bool:
+    def holds_job(self, job_id: str) -> bool:
         """Whether RQ still keeps its job hash for `job_id`."""
-        return bool(redis.exists(self.rq.job_class.key_for(job_id)))
+        return bool(self.rq.connection.exists(self.rq.job_class.key_for(job_id)))

@@ -46,11 +46,11 @@ def test_waiting_is_rqs_queue_in_order_and_a_job_moves_before_another(rq: Queue,
 def test_a_taken_and_started_job_is_seen_and_forgotten_where_rq_keeps_it(rq: Queue, redis: Redis) -> None:
     layout = RQLayout(rq)
     job_id = enqueue(rq, "taken")
-    assert layout.holds_job(redis, job_id)
+    assert layout.holds_job(job_id)
     taken = Queue.dequeue_any([rq], None, connection=redis, serializer=JSONSerializer)
     assert taken is not None and taken[0].id == job_id  # as a worker takes it
     assert rq.intermediate_queue.get_job_ids() == [job_id]
-    assert layout.taken(redis) == {job_id}
+    assert layout.taken() == {job_id}
     worker = Worker([rq], connection=redis, serializer=JSONSerializer, name=f"w-{uuid.uuid4().hex[:6]}")
     execution = worker.prepare_execution(taken[0])  # as the worker starts it: RQ's started registry
     assert rq.started_job_registry.get_job_ids() == [job_id]
@@ -65,6 +65,6 @@ def test_a_taken_and_started_job_is_seen_and_forgotten_where_rq_keeps_it(rq: Que
         [],
         [],
     )
-    assert layout.taken(redis) == set()
+    assert layout.taken() == set()
     taken[0].delete()
-    assert not layout.holds_job(redis, job_id)
+    assert not layout.holds_job(job_id)
