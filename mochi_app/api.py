@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,6 +17,7 @@ from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
 from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
 from mochi_app.schemas import GenerationRequest
+from mochi_app.storage import StoredFile
 from mochi_app.studio import Studio
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
@@ -70,14 +71,18 @@ def build_router(studio: Studio) -> APIRouter:
         "/download/{job_id}",
         methods=["GET", "HEAD"],
         response_class=FileResponse,
-        responses={200: {"content": {"video/mp4": {}}}},
+        responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "a short-lived link to the object store"}},
     )
-    def download(job_id: str, account: CurrentAccount) -> FileResponse:
-        """The finished video (MP4); 409 until the job has completed."""
-        path = studio.video(account, job_id)
-        return FileResponse(
-            path, media_type="video/mp4", filename=f"mochi-{job_id}.mp4", content_disposition_type="inline"
-        )
+    def download(job_id: str, account: CurrentAccount, request: Request) -> Response:
+        """The finished video (MP4), or with an object store a redirect to a link that expires; 409 until
+        the job has completed."""
+        location = studio.video(account, job_id, "HEAD" if request.method == "HEAD" else "GET")
+        if isinstance(location, StoredFile):
+            return FileResponse(
+                location.path, media_type="video/mp4", filename=f"mochi-{job_id}.mp4", content_disposition_type="inline"
+            )
+        # Not cached: the link expires, and it is this caller's alone.
+        return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})
 
     @router.get("/jobs/{account_id}")
     def jobs(

@@ -128,11 +128,12 @@ def _worker(settings: Settings, burst: bool) -> int:
     from mochi_app.connections import QueueUnavailable
     from mochi_app.download import HubUnreachable
     from mochi_app.loader import ModelUnavailable
+    from mochi_app.storage import StorageUnusable
     from mochi_app.worker import run_worker
 
     try:
         run_worker(settings, burst=burst)
-    except (QueueUnavailable, HubUnreachable) as exc:  # may pass: app.py starts the worker again
+    except (QueueUnavailable, HubUnreachable, StorageUnusable) as exc:  # may pass: app.py starts the worker again
         log.error("%s", exc)
         return RUNTIME_ERROR
     except ModelUnavailable as exc:

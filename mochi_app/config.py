@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ Guests = Switch
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 MAX_PORT = 65535
+MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's longest: a presigned link can work for a week at most
 
 
 # What the studio writes (the queue server's append-only file, with every prompt in it, and the videos)
@@ -29,6 +31,34 @@ PRIVATE_UMASK = 0o077
 
 class SettingsError(ValueError):
     """A MOCHI_* variable holds a value we cannot use."""
+
+
+# S3's rules for a bucket's name: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
+# ending with a letter or digit.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketURL:
+    """`s3://BUCKET/PREFIX` (MOCHI_STORAGE_URL): where an object store keeps the videos; `prefix` is empty
+    or ends with `/`. The store's endpoint and credentials are boto3's own (AWS_ENDPOINT_URL, profiles)."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, raw: str) -> BucketURL:
+        scheme, _, rest = raw.partition("://")
+        bucket, _, prefix = rest.partition("/")
+        if scheme != "s3" or not BUCKET_NAME.fullmatch(bucket):
+            raise ValueError(raw)
+        prefix = prefix.strip("/")
+        if prefix and any(part in {"", ".", ".."} for part in prefix.split("/")):
+            raise ValueError(raw)
+        return cls(bucket, f"{prefix}/" if prefix else "")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +87,9 @@ class Settings:
     # The embedded server's files (its append-only file); another filesystem than the videos' keeps a disk
     # that videos fill from stopping the queue. None: `redis` in the data folder.
     server_dir: Path | None = None
+    # Where finished videos are kept: None (MOCHI_STORAGE_URL unset or `file:`) is the videos folder.
+    storage: BucketURL | None = None
+    download_url_ttl_s: int = 300  # how long a link to a video in the object store works
     model: str = "auto"
     offload: Offload = "auto"
     device: Device = "auto"  # auto: cuda when torch can use a GPU, else cpu
@@ -109,6 +142,12 @@ class Settings:
         return self.data_dir / "videos"
 
     @property
+    def staging_dir(self) -> Path:
+        """Where a worker encodes a video: the videos folder itself, or, with an object store, a folder it
+        uploads from and empties."""
+        return self.videos_dir if self.storage is None else self.data_dir / "uploads"
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
@@ -146,6 +185,8 @@ class Settings:
             redis_url=env.get("MOCHI_REDIS_URL") or None,
             data_dir=Path(read.text("MOCHI_DATA_DIR", "data")).expanduser().absolute(),
             server_dir=Path(raw).expanduser().absolute() if (raw := read.text("MOCHI_SERVER_DIR", "")) else None,
+            storage=read.storage("MOCHI_STORAGE_URL"),
+            download_url_ttl_s=read.integer("MOCHI_DOWNLOAD_URL_TTL_S", 300, minimum=1, maximum=MAX_PRESIGN_S),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             device=cast(Device, read.choice("MOCHI_DEVICE", "auto", DEVICE_CHOICES)),
@@ -184,7 +225,7 @@ class Settings:
 
 # The fields `to_env` writes one variable each for, and the variables not named MOCHI_{FIELD}.
 _SCALARS = tuple(f for f in fields(Settings) if f.name not in {"limits", "space_id", "oauth_client_secret"})
-_ENV_NAMES = {"compile_blocks": "MOCHI_COMPILE"}
+_ENV_NAMES = {"compile_blocks": "MOCHI_COMPILE", "storage": "MOCHI_STORAGE_URL"}
 _LIMITS = tuple(f for f in fields(Limits) if f.name != "max_render_s")  # max_render_s is MOCHI_JOB_TIMEOUT_S
 
 
@@ -214,6 +255,12 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self._parse(name, default, str, "text")
+
+    def storage(self, name: str) -> BucketURL | None:
+        """None for unset or `file:` (the videos folder), else an `s3://BUCKET/PREFIX`."""
+        if self.text(name, "file:") in {"file:", "file"}:
+            return None
+        return self._parse(name, None, BucketURL.parse, "file: or s3://BUCKET/PREFIX (a valid S3 bucket name)")
 
     def names(self, name: str) -> tuple[str, ...]:
         """A comma-separated list; empty when unset."""

@@ -36,8 +36,9 @@ def check_free_space(settings: Settings) -> None:
 
 
 def written_folders(settings: Settings) -> list[Path]:
-    """The videos (and the models, the caches) and, when it is embedded, the queue server's files."""
-    return [settings.videos_dir] + ([settings.redis_dir] if settings.redis_url is None else [])
+    """The videos (or the uploads' staging folder, and the models, the caches) and, when it is embedded,
+    the queue server's files."""
+    return [settings.staging_dir] + ([settings.redis_dir] if settings.redis_url is None else [])
 
 
 def check_writable(settings: Settings) -> None:

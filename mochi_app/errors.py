@@ -11,8 +11,10 @@ from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import InvalidRequest
+from mochi_app.storage import StorageUnusable
 
 QUEUE_UNREACHABLE = "the job queue is unreachable right now; try again in a moment"
+STORE_UNREACHABLE = "the video store is unreachable right now; try again in a moment"
 
 
 class JobNotFound(LookupError):
@@ -67,6 +69,7 @@ ERRORS: dict[type[Exception], Row] = {
     TooBusy: Row(429),
     LowOnDisk: Row(503),
     RedisError: Row(503, detail=QUEUE_UNREACHABLE, retry_after_s=5),
+    StorageUnusable: Row(503, detail=STORE_UNREACHABLE, retry_after_s=30),  # its own words are the operator's
 }
 
 

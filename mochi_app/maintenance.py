@@ -7,11 +7,12 @@ import threading
 from mochi_app.liveness import Reaper, run_every
 from mochi_app.queue import JobQueue
 from mochi_app.retention import expire_finished_jobs
+from mochi_app.storage import VideoStorage
 
 RETENTION_CHECK_S = 600.0
 
 
-def start_maintenance(queue: JobQueue) -> list[threading.Event]:
+def start_maintenance(queue: JobQueue, videos: VideoStorage) -> list[threading.Event]:
     """Start the chores in daemon threads; set the returned events to stop them.
 
     Every process runs them, so a fleet needs no separate janitor; each chore is safe to run twice.
@@ -21,9 +22,9 @@ def start_maintenance(queue: JobQueue) -> list[threading.Event]:
     if settings.retention_days or settings.guest_retention_days:
 
         def expire() -> int:
-            store, videos_dir = queue.store, settings.videos_dir
-            guests = expire_finished_jobs(store, videos_dir, settings.guest_retention_days, guests_only=True)
-            return guests + expire_finished_jobs(store, videos_dir, settings.retention_days)
+            store = queue.store
+            guests = expire_finished_jobs(store, videos, settings.guest_retention_days, guests_only=True)
+            return guests + expire_finished_jobs(store, videos, settings.retention_days)
 
         stops.append(run_every(RETENTION_CHECK_S, expire, "retention"))
     return stops

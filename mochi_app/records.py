@@ -36,6 +36,7 @@ class Timings(BaseModel):
     denoise_s: float | None = None
     decode_s: float | None = None
     encode_s: float | None = None
+    upload_s: float | None = None  # into the object store (MOCHI_STORAGE_URL); about 0 in the videos folder
     total_s: float | None = None
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from mochi_app.records import JobRecord
+from mochi_app.storage import VideoStorage
 from mochi_app.store import JobStore
-from mochi_app.video import job_videos
 
 log = logging.getLogger(__name__)
 
@@ -16,15 +15,14 @@ DAY_S = 24 * 3600
 EXPIRY_BATCH = 200
 
 
-def remove_job(store: JobStore, videos_dir: Path, record: JobRecord) -> None:
-    """Its videos (every attempt's), then its record and index entries (a crash in between leaves no orphan file)."""
-    for video in job_videos(videos_dir, record.job_id):
-        video.unlink(missing_ok=True)
+def remove_job(store: JobStore, videos: VideoStorage, record: JobRecord) -> None:
+    """Its videos (every attempt's), then its record and index entries (a crash in between leaves no orphan video)."""
+    videos.remove(record)
     store.delete(record.job_id, record.account_id)
 
 
 def expire_finished_jobs(
-    store: JobStore, videos_dir: Path, retention_days: int, now: float | None = None, guests_only: bool = False
+    store: JobStore, videos: VideoStorage, retention_days: int, now: float | None = None, guests_only: bool = False
 ) -> int:
     """Remove every job (or guest's job) that ended more than `retention_days` ago (0 keeps them all);
     returns how many."""
@@ -38,7 +36,7 @@ def expire_finished_jobs(
             if record is None:
                 store.delete(job_id, account_id=None)
             else:
-                remove_job(store, videos_dir, record)
+                remove_job(store, videos, record)
             removed += 1
     if removed:
         whose = "guests' job(s)" if guests_only else "job(s)"

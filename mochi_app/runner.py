@@ -18,8 +18,9 @@ from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.recovery import Recovery
 from mochi_app.renderer import OutOfMemory, PromptTooLong, Rendering, StepCallback
 from mochi_app.schemas import GenerationRequest
+from mochi_app.storage import VideoStorage
 from mochi_app.store import JobStore
-from mochi_app.video import VideoNotWritten, attempt_video_path, write_mp4
+from mochi_app.video import VideoNotWritten, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class JobRunner:
     queue: JobQueue
     renderer: Renderer
     settings: Settings
+    videos: VideoStorage
     worker_id: str
     stop: GracefulStop = field(default_factory=lambda: GracefulStop(grace_s=0.0))
 
@@ -143,10 +145,12 @@ class JobRunner:
     def _render(self, record: JobRecord) -> JobRecord:
         request = record.request
         rendering = self.renderer.render(request, on_step=self._step_reporter(record.job_id))
-        path = attempt_video_path(self.settings.videos_dir, record.job_id)
+        staged = self.videos.staging_path(record)
         encode_started = time.perf_counter()
-        write_mp4(rendering.frames, path, request.fps)
+        write_mp4(rendering.frames, staged, request.fps)
         encode_s = time.perf_counter() - encode_started
+        video = self.videos.keep(staged, record)  # uploaded, with an object store
+        upload_s = time.perf_counter() - encode_started - encode_s
         frame_count, height, width, _ = rendering.frames.shape
 
         claimed = False
@@ -164,6 +168,7 @@ class JobRunner:
                     "denoise_s": rendering.denoise_s,
                     "decode_s": rendering.decode_s,
                     "encode_s": encode_s,
+                    "upload_s": upload_s,
                     "total_s": now - current.created_at,
                 }
             )
@@ -173,7 +178,7 @@ class JobRunner:
                     "worker_id": self.worker_id,
                     "finished_at": now,
                     "timings": timings,
-                    "video_path": str(path.relative_to(self.settings.data_dir)),
+                    "video_path": video,
                     "peak_gpu_memory_bytes": rendering.peak_gpu_memory_bytes,
                     "output": VideoInfo(
                         num_frames=frame_count, height=height, width=width, fps=request.fps, seed=request.seed or 0
@@ -195,8 +200,8 @@ class JobRunner:
             finished.status if finished is not None else "deleted",
         )
         # Ended while we rendered (deleted, cancelled, or finished by another worker while we were frozen):
-        # the record does not point at this attempt's file, so dropping it cannot touch the job's video.
-        path.unlink(missing_ok=True)
+        # the record does not point at this attempt's video, so dropping it cannot touch the job's.
+        self.videos.drop(record, video)
         return finished or record
 
     def _timed_out(self, exc: BaseException, started: float) -> bool:

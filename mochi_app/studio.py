@@ -6,7 +6,6 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -23,7 +22,7 @@ from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import remove_job
 from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import ServedModel, ServedModels
-from mochi_app.video import recorded_video
+from mochi_app.storage import Method, VideoLocation, open_storage
 from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ class Studio:
         self.models = ServedModels(redis, settings.queue_name)
         self.queue = JobQueue(redis, settings, self.models.count_tokens)
         self.store = self.queue.store
+        self.videos = open_storage(settings)
         self.accounts = AccountStore(redis)
         self.callers = Callers(self.accounts, settings)
         self.worker_states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
@@ -69,15 +69,16 @@ class Studio:
     def status(self, account_id: str, job_id: str) -> JobPublic:
         return self._public(self.record(account_id, job_id))
 
-    def video(self, account_id: str, job_id: str) -> Path:
-        """The finished MP4; JobConflict while the job has not completed."""
+    def video(self, account_id: str, job_id: str, method: Method = "GET") -> VideoLocation:
+        """Where the finished MP4 is (a file here, or a short-lived link to the object store);
+        JobConflict while the job has not completed."""
         record = self.record(account_id, job_id)
         if record.status is not JobStatus.COMPLETED:
             raise JobConflict(f"job {job_id} is {record.status}; its video can be downloaded once it is COMPLETED")
-        path = self._video_file(record)
-        if path is None:
+        location = self.videos.locate(record, method)
+        if location is None:
             raise JobConflict(f"job {job_id} completed but its video file is gone")
-        return path
+        return location
 
     def jobs(self, account_id: str, limit: int = 20, cursor: str | None = None) -> JobPagePublic:
         if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -100,7 +101,7 @@ class Studio:
         record = self.record(account_id, job_id)
         if not record.status.is_terminal:
             raise JobConflict(f"job {job_id} is {record.status}; cancel it before deleting it")
-        remove_job(self.store, self.settings.videos_dir, record)
+        remove_job(self.store, self.videos, record)
         log.info("job %s deleted by its account", job_id, extra={"job_id": job_id})
 
     def model(self) -> ServedModel | None:
@@ -127,13 +128,6 @@ class Studio:
             workers=[WorkerStatePublic.model_validate(state.model_dump()) for state in states],
         )
 
-    def _video_file(self, record: JobRecord) -> Path | None:
-        """A COMPLETED job's video, while its file is there (a disk cleaned by hand, say, leaves none)."""
-        if record.status is not JobStatus.COMPLETED:
-            return None
-        path = recorded_video(self.settings.videos_dir, record.job_id, record.video_path)
-        return path if path is not None and path.is_file() else None
-
     def _public(self, record: JobRecord) -> JobPublic:
         pending = record.status is JobStatus.PENDING
         return JobPublic(
@@ -153,8 +147,11 @@ class Studio:
             error=record.error,
             output=record.output,
             peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
-            download_url=download_path(record.job_id) if self._video_file(record) is not None else None,
+            download_url=download_path(record.job_id) if self._has_video(record) else None,
         )
+
+    def _has_video(self, record: JobRecord) -> bool:
+        return record.status is JobStatus.COMPLETED and self.videos.has(record)
 
 
 def _eta_s(record: JobRecord) -> float | None:

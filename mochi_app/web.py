@@ -24,6 +24,7 @@ from mochi_app.maintenance import start_maintenance
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.page_assets import CSS
 from mochi_app.sessions import SessionsPerCaller
+from mochi_app.storage import StorageUnusable
 from mochi_app.studio import Studio
 from mochi_app.ui import build_ui
 
@@ -93,7 +94,11 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     studio: Studio = app.state.studio
     studio.callers.ensure_someone_can_sign_in()
-    start_maintenance(studio.queue)
+    try:
+        studio.videos.check()
+    except StorageUnusable as exc:  # the page and the queue still work; downloads wait for the store
+        log.warning("%s", exc)
+    start_maintenance(studio.queue, studio.videos)
     # Everything built so far (Gradio, FastAPI, the page) lives as long as the process: move it out of the
     # collector's sight, or every full collection walks it and stalls the event loop for 100+ ms.
     gc.collect()

@@ -25,6 +25,7 @@ from mochi_app.renderer import MochiRenderer
 from mochi_app.runner import GracefulStop, JobRunner
 from mochi_app.served_model import publish_served_model
 from mochi_app.stages import Stage
+from mochi_app.storage import VideoStorage, open_storage
 from mochi_app.tasks import install_runner
 from mochi_app.video import ffmpeg_exe
 from mochi_app.worker_state import StartupReporter, WorkerStates
@@ -78,19 +79,22 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     reporter = StartupReporter(states, name)
     reporter.start()
     try:
-        renderer = _start(settings, reporter)
+        videos = open_storage(settings)
+        renderer = _start(settings, reporter, videos)
         publish_served_model(
             redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json()
         )
         reporter(Stage.READY, f"{renderer.model_name} on {renderer.device}")
-        _serve(settings, redis, renderer, name, burst)
+        _serve(settings, redis, renderer, videos, name, burst=burst)
     finally:
         reporter.stop()
 
 
-def _start(settings: Settings, reporter: StartupReporter) -> MochiRenderer:
-    """Load and warm the model; a failure is published with its reason before it propagates."""
+def _start(settings: Settings, reporter: StartupReporter, videos: VideoStorage) -> MochiRenderer:
+    """Check where videos go (before minutes of loading), load and warm the model; a failure is published
+    with its reason before it propagates."""
     try:
+        videos.check()
         renderer = load_renderer(settings, reporter)
         ffmpeg_exe()  # found and checked now, not during the first job (see ffmpeg_exe)
         if settings.warmup:
@@ -101,14 +105,17 @@ def _start(settings: Settings, reporter: StartupReporter) -> MochiRenderer:
     return renderer
 
 
-def _serve(settings: Settings, redis: Redis, renderer: MochiRenderer, name: str, burst: bool) -> None:
+def _serve(
+    settings: Settings, redis: Redis, renderer: MochiRenderer, videos: VideoStorage, name: str, *, burst: bool
+) -> None:
     jobs = JobQueue(redis, settings)
     stop = GracefulStop(grace_s=settings.stop_grace_s)
-    install_runner(JobRunner(queue=jobs, renderer=renderer, settings=settings, worker_id=name, stop=stop))
+    runner = JobRunner(queue=jobs, renderer=renderer, settings=settings, videos=videos, worker_id=name, stop=stop)
+    install_runner(runner)
     heartbeat = Heartbeat(redis, name, settings.heartbeat_ttl_s)
     heartbeat.start()
     # Every worker also runs the chores (reaping lost jobs first): a fleet needs no separate process.
-    stop_maintenance = start_maintenance(jobs)
+    stop_maintenance = start_maintenance(jobs, videos)
     # SimpleWorker runs each job in this process: no fork, so the loaded model (and a CUDA
     # context, which does not survive fork) serves every job.
     ready = f"worker {name} ready on queue {settings.queue_name!r} with model {renderer.model_name}"

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
-from mochi_app.config import Settings
+from mochi_app.config import BucketURL, Settings
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
 from mochi_app.tokens import TokenCounter
 from tests.harness import GENEROUS, Child, Children, RunningApp, start_app, start_worker
+from tests.s3_servers import KINDS, S3Server, start_s3_server
 
 pytest_plugins = ["pytester"]  # tests/test_harness.py runs a failing test of its own
 
@@ -118,3 +120,24 @@ def studio_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
     app = start_app(tmp_path_factory.mktemp("app"))
     yield app
     app.child.stop()
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server on loopback, once per kind: nanio (checks signatures) and localbucket."""
+    server = start_s3_server(request.param, tmp_path_factory.mktemp(request.param))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket_settings(
+    settings: Settings, s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """`settings` with videos in a new bucket of `s3_server`, a data folder of this test's own, and boto3's
+    standard variables pointing this process at the server."""
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return replace(settings, data_dir=tmp_path / "data", storage=BucketURL(bucket, "videos/"))

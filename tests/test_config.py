@@ -83,6 +83,8 @@ EVERY_VARIABLE = {
     "MOCHI_HEARTBEAT_TTL_S": "9",
     "MOCHI_STOP_GRACE_S": "5",
     "MOCHI_MIN_FREE_DISK_BYTES": "0",
+    "MOCHI_STORAGE_URL": "s3://studio-videos/mochi/",
+    "MOCHI_DOWNLOAD_URL_TTL_S": "60",
     "MOCHI_RETENTION_DAYS": "30",
     "MOCHI_GUEST_RETENTION_DAYS": "2",
     "MOCHI_COMPILE": "on",

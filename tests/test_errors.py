@@ -21,6 +21,7 @@ from mochi_app.disk import LowOnDisk
 from mochi_app.errors import (
     ERRORS,
     QUEUE_UNREACHABLE,
+    STORE_UNREACHABLE,
     AccountNotFound,
     CrossSiteWrite,
     JobConflict,
@@ -33,6 +34,7 @@ from mochi_app.events import user_errors
 from mochi_app.middleware import send_refusal
 from mochi_app.queue import TooBusy
 from mochi_app.schemas import InvalidRequest
+from mochi_app.storage import StorageUnusable
 
 # Our error classes that never reach a web request, and where each is handled instead.
 NOT_THE_WEBS = {
@@ -60,6 +62,7 @@ RAISED = [
     NotOffered("not offered here"),
     TooBusy("you have 10 jobs waiting; the limit is 10", retry_after_s=7),
     LowOnDisk("less than 1.0 GiB is free for videos"),
+    StorageUnusable("the object store's bucket 'videos' cannot be reached (timed out)"),
     RedisConnectionError("Connection refused"),
 ]
 
@@ -112,7 +115,8 @@ def rest() -> TestClient:
         (7, 404, {}, "not offered here"),
         (8, 429, {"retry-after": "7"}, "you have 10 jobs waiting; the limit is 10"),
         (9, 503, {"retry-after": "60"}, "less than 1.0 GiB is free for videos"),
-        (10, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
+        (10, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
+        (11, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(

@@ -22,6 +22,7 @@ from mochi_app.queue import WORKER_LOST, JobQueue
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.recovery import Recovery
 from mochi_app.runner import JobRunner
+from mochi_app.storage import open_storage
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.harness import SLOW, SMALL, Children, finished, new_account, wait_for
@@ -109,7 +110,13 @@ def test_a_worker_whose_job_was_given_away_stops_without_overwriting_it(
     settings: Settings, job_queue: JobQueue
 ) -> None:
     renderer = load_renderer(settings)
-    runner = JobRunner(queue=job_queue, renderer=renderer, settings=settings, worker_id="slow-but-alive")
+    runner = JobRunner(
+        queue=job_queue,
+        renderer=renderer,
+        settings=settings,
+        videos=open_storage(settings),
+        worker_id="slow-but-alive",
+    )
     job = job_queue.submit(new_account(), {"prompt": "given away", **SLOW})
     job_queue.rq.remove(job.job_id)  # this test plays the worker itself
     thread = threading.Thread(target=runner.run, args=(job.job_id,))

@@ -10,6 +10,7 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import DAY_S, expire_finished_jobs
+from mochi_app.storage import FolderStorage
 from mochi_app.store import FINISHED_KEY, GUESTS_FINISHED_KEY, JobStore, account_jobs_key
 from mochi_app.video import job_videos
 from tests.harness import new_account
@@ -38,7 +39,7 @@ def test_jobs_that_ended_before_the_retention_period_are_removed_with_their_vide
         (tmp_path / f"{record.job_id}.mp4").write_bytes(b"mp4")
         (tmp_path / f"{record.job_id}.0123456789ab.mp4").write_bytes(b"another attempt's mp4")
 
-    assert expire_finished_jobs(store, tmp_path, retention_days=2) == 2
+    assert expire_finished_jobs(store, FolderStorage(tmp_path, tmp_path), retention_days=2) == 2
 
     assert store.get(old.job_id) is None and store.get(old_failure.job_id) is None
     assert job_videos(tmp_path, old.job_id) == []
@@ -51,7 +52,7 @@ def test_jobs_that_ended_before_the_retention_period_are_removed_with_their_vide
 def test_retention_is_off_by_default(redis: Redis, tmp_path: Path) -> None:
     store = JobStore(redis)
     ancient = job_in(store, new_account(), JobStatus.COMPLETED, finished_days_ago=3650)
-    assert expire_finished_jobs(store, tmp_path, retention_days=0) == 0
+    assert expire_finished_jobs(store, FolderStorage(tmp_path, tmp_path), retention_days=0) == 0
     assert store.get(ancient.job_id) is not None
 
 
@@ -62,7 +63,7 @@ def test_guests_jobs_have_a_retention_period_of_their_own(redis: Redis, tmp_path
     recent_guest = job_in(store, guest, JobStatus.COMPLETED, finished_days_ago=6)
     old_keyed = job_in(store, keyed, JobStatus.COMPLETED, finished_days_ago=8)
 
-    assert expire_finished_jobs(store, tmp_path, retention_days=7, guests_only=True) == 1
+    assert expire_finished_jobs(store, FolderStorage(tmp_path, tmp_path), retention_days=7, guests_only=True) == 1
 
     assert store.get(old_guest.job_id) is None
     assert store.get(recent_guest.job_id) is not None and store.get(old_keyed.job_id) is not None

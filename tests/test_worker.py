@@ -18,6 +18,7 @@ from mochi_app.records import JobRecord, JobStatus
 from mochi_app.renderer import Rendering, StepCallback
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
+from mochi_app.storage import open_storage
 from mochi_app.tokens import TokenCounter
 from mochi_app.video import job_videos
 from tests.harness import SLOW, SMALL, Child, Children, finished, new_account, wait_for
@@ -147,7 +148,9 @@ def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
 
 def test_a_time_limit_that_lands_inside_a_library_is_still_a_timeout(module_settings: Settings) -> None:
     """RQ raises its timeout from a signal wherever the job is; pydantic's serializer wraps it."""
-    runner = JobRunner(queue=None, renderer=None, settings=replace(module_settings, job_timeout_s=1), worker_id="w")  # type: ignore[arg-type]
+    runner = JobRunner(
+        queue=None, renderer=None, settings=replace(module_settings, job_timeout_s=1), videos=None, worker_id="w"
+    )  # type: ignore[arg-type]
     wrapped = ValueError("Error serializing to JSON: JobTimeoutException: Task exceeded maximum timeout value")
     assert runner._timed_out(wrapped, started=time.monotonic() - 1)
     assert not runner._timed_out(wrapped, started=time.monotonic())
@@ -178,7 +181,10 @@ def test_any_pipeline_failure_releases_the_memory_before_the_next_job(
     job_queue: JobQueue, error: BaseException
 ) -> None:
     renderer = FailingRenderer(error)
-    runner = JobRunner(queue=job_queue, renderer=renderer, settings=job_queue.settings, worker_id="w")
+    settings = job_queue.settings
+    runner = JobRunner(
+        queue=job_queue, renderer=renderer, settings=settings, videos=open_storage(settings), worker_id="w"
+    )
     record = job_queue.submit(new_account(), {"prompt": "a cat", **SMALL})
     runner.run(record.job_id)
     ended = job_queue.store.get(record.job_id)

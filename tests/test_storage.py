@@ -1,0 +1,250 @@
+"""Videos in an object store (MOCHI_STORAGE_URL=s3://…), against two real S3 servers on loopback."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from mochi_app.accounts import AccountStore
+from mochi_app.config import Settings
+from mochi_app.queue import JobQueue
+from mochi_app.records import JobRecord, JobStatus
+from mochi_app.renderer import Rendering, StepCallback
+from mochi_app.retention import DAY_S, expire_finished_jobs
+from mochi_app.runner import JobRunner
+from mochi_app.schemas import GenerationRequest
+from mochi_app.storage import BucketStorage, VideoNotStored, account_folder, open_storage
+from mochi_app.studio import Studio
+from mochi_app.tokens import TokenCounter
+from mochi_app.web import create_app
+from tests.harness import new_account
+from tests.s3_servers import S3Server
+
+TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
+
+
+class StillRenderer:
+    """Frames without a model: what the runner does with a finished rendering is under test here."""
+
+    model_name = "still"
+
+    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+        on_step(1, request.num_inference_steps)
+        ramp = np.linspace(0, 255, request.width, dtype=np.uint8)
+        frames = np.broadcast_to(ramp[None, None, :, None], (7, request.height, request.width, 3)).copy()
+        return Rendering(frames=frames, denoise_s=0.01, decode_s=0.01)
+
+    def release_memory(self) -> None:
+        pass
+
+
+def objects(s3: S3Server, settings: Settings) -> list[str]:
+    assert settings.storage is not None
+    listed = s3.client().list_objects_v2(Bucket=settings.storage.bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def mp4s_on_disk(settings: Settings) -> list[Path]:
+    return sorted(settings.data_dir.rglob("*.mp4")) if settings.data_dir.exists() else []
+
+
+def render_one(settings: Settings, redis: Redis, count_tokens: TokenCounter, account: str) -> JobRecord:
+    queue = JobQueue(redis, settings, count_tokens)
+    job = queue.submit(account, {"prompt": "a lighthouse at dusk", **TINY})
+    queue.rq.remove(job.job_id)  # this test plays the worker itself
+    runner = JobRunner(queue, StillRenderer(), settings, open_storage(settings), worker_id="w")
+    runner.run(job.job_id)
+    record = queue.store.get(job.job_id)
+    assert record is not None
+    return record
+
+
+def test_a_job_is_completed_once_its_video_is_in_the_bucket_and_on_no_disk(
+    bucket_settings: Settings, s3_server: S3Server, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    account = new_account()
+    record = render_one(bucket_settings, redis, count_tokens, account)
+
+    assert (record.status, record.error) == (JobStatus.COMPLETED, None)
+    assert record.video_path is not None
+    assert re.fullmatch(rf"videos/{account_folder(account)}/{record.job_id}\.[0-9a-f]{{12}}\.mp4", record.video_path)
+    assert account not in record.video_path
+    assert objects(s3_server, bucket_settings) == [record.video_path]
+    assert record.timings.upload_s is not None and record.timings.upload_s >= 0
+    assert bucket_settings.storage is not None
+    body = s3_server.client().get_object(Bucket=bucket_settings.storage.bucket, Key=record.video_path)["Body"].read()
+    assert iio.imread(body, extension=".mp4").shape == (7, 64, 64, 3)
+    assert mp4s_on_disk(bucket_settings) == []
+
+
+def test_an_upload_that_fails_ends_the_job_failed_and_leaves_nothing(
+    bucket_settings: Settings, s3_server: S3Server, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    assert bucket_settings.storage is not None
+    s3_server.client().delete_bucket(Bucket=bucket_settings.storage.bucket)  # gone while the job rendered
+
+    record = render_one(bucket_settings, redis, count_tokens, new_account())
+
+    assert record.status is JobStatus.FAILED and record.video_path is None
+    assert record.error is not None and record.error.startswith("the video could not be uploaded to the object store")
+    assert "NoSuchBucket" in record.error
+    assert mp4s_on_disk(bucket_settings) == []
+
+
+def test_an_upload_interrupted_between_parts_leaves_no_object(
+    bucket_settings: Settings, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A large video goes up in parts; one that fails midway is aborted, so the key never shows."""
+    assert bucket_settings.storage is not None
+    client = s3_server.client()
+    parts_sent = 0
+
+    def fail_the_second_part(**_: Any) -> None:
+        nonlocal parts_sent
+        parts_sent += 1
+        if parts_sent == 2:
+            raise ConnectionResetError("the link went down")
+
+    client.meta.events.register("before-send.s3.UploadPart", fail_the_second_part)
+    storage = BucketStorage(bucket_settings.storage, tmp_path, 60, client, part_bytes=5 * 2**20)
+    staged = tmp_path / "0123abcd-0000-4000-8000-000000000000.0123456789ab.mp4"
+    staged.write_bytes(np.random.default_rng(0).bytes(12 * 2**20))
+    record = JobRecord.model_validate(
+        {
+            "job_id": "0123abcd-0000-4000-8000-000000000000",
+            "account_id": "someone",
+            "request": {"prompt": "p"},
+            "num_frames": 7,
+            "progress": {"total": 1},
+            "created_at": 0.0,
+        }
+    )
+
+    with pytest.raises(VideoNotStored, match="could not be uploaded"):
+        storage.keep(staged, record)
+
+    assert parts_sent >= 2
+    assert not staged.exists()
+    assert objects(s3_server, bucket_settings) == []
+
+
+@pytest.fixture
+def owner_and_stranger(redis: Redis) -> Iterator[tuple[str, str, str]]:
+    accounts = AccountStore(redis)
+    owner, owner_key = accounts.create(f"owner-{new_account()}")
+    stranger, stranger_key = accounts.create(f"other-{new_account()}")
+    yield owner.name, owner_key, stranger_key
+    accounts.revoke(owner.name)
+    accounts.revoke(stranger.name)
+
+
+def web(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings), base_url="http://127.0.0.1", follow_redirects=False)
+
+
+def test_the_owner_is_sent_to_a_link_that_expires_and_others_get_the_missing_job_404(
+    bucket_settings: Settings,
+    s3_server: S3Server,
+    redis: Redis,
+    count_tokens: TokenCounter,
+    owner_and_stranger: tuple[str, str, str],
+) -> None:
+    owner, owner_key, stranger_key = owner_and_stranger
+    record = render_one(bucket_settings, redis, count_tokens, owner)
+    with web(bucket_settings) as http:
+        as_owner = {"Authorization": f"Bearer {owner_key}"}
+        status = http.get(f"/status/{record.job_id}", headers=as_owner).json()
+        assert status["download_url"] == f"/download/{record.job_id}"
+
+        answer = http.get(f"/download/{record.job_id}", headers=as_owner)
+        assert answer.status_code == 307 and answer.headers["cache-control"] == "private, no-store"
+        link = answer.headers["location"]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
+        assert query["X-Amz-Expires"] == [str(bucket_settings.download_url_ttl_s)]
+        assert "X-Amz-Signature" in query
+
+        whole = httpx.get(link)
+        assert whole.status_code == 200 and iio.imread(whole.content, extension=".mp4").shape == (7, 64, 64, 3)
+        part = httpx.get(link, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == whole.content[100:200]
+
+        head = http.head(f"/download/{record.job_id}", headers=as_owner)
+        assert head.status_code == 307
+        assert httpx.head(head.headers["location"]).headers["content-length"] == str(len(whole.content))
+
+        for headers in ({"Authorization": f"Bearer {stranger_key}"}, {}):
+            stranger = http.get(f"/download/{record.job_id}", headers=headers)
+            assert stranger.status_code in {401, 404} and "location" not in stranger.headers
+        assert http.get(f"/download/{record.job_id}", headers={"Authorization": f"Bearer {stranger_key}"}).json() == {
+            "detail": f"no job with id {record.job_id!r}"
+        }
+
+
+@pytest.mark.parametrize("s3_server", ["nanio"], indirect=True)  # localbucket checks no signatures
+def test_a_tampered_or_expired_link_is_refused_by_the_store(
+    bucket_settings: Settings,
+    s3_server: S3Server,
+    redis: Redis,
+    count_tokens: TokenCounter,
+    owner_and_stranger: tuple[str, str, str],
+) -> None:
+    owner, owner_key, _ = owner_and_stranger
+    short = replace(bucket_settings, download_url_ttl_s=1)
+    record = render_one(short, redis, count_tokens, owner)
+    with web(short) as http:
+        link = http.get(f"/download/{record.job_id}", headers={"Authorization": f"Bearer {owner_key}"}).headers[
+            "location"
+        ]
+    assert httpx.get(link).status_code == 200
+    signature = re.search(r"X-Amz-Signature=([0-9a-f]+)", link)
+    assert signature is not None
+    flipped = "0" if signature[1][-1] != "0" else "1"
+    tampered = [
+        link.replace(signature[1], signature[1][:-1] + flipped),
+        link.replace(record.job_id, record.job_id[:-1] + ("0" if record.job_id[-1] != "0" else "1")),
+        link.replace("X-Amz-Expires=1", "X-Amz-Expires=3600"),
+    ]
+    for url in tampered:
+        assert httpx.get(url).status_code == 403, url
+
+    signed_at = time.mktime(time.strptime(re.search(r"X-Amz-Date=(\w+)", link)[1], "%Y%m%dT%H%M%SZ"))  # type: ignore[index]
+    expired_at = signed_at - time.timezone + 1 + 1  # X-Amz-Date has whole seconds
+    while time.time() <= expired_at:
+        time.sleep(expired_at - time.time() + 0.05)
+    assert httpx.get(link).status_code == 403
+
+
+def test_delete_and_retention_leave_no_object_behind(
+    bucket_settings: Settings, s3_server: S3Server, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    account = new_account()
+    deleted, expired, kept = (render_one(bucket_settings, redis, count_tokens, account) for _ in range(3))
+    assert bucket_settings.storage is not None
+    client, orphans = s3_server.client(), {}
+    for record in (deleted, expired):  # an attempt that uploaded, then died before it could claim the job
+        assert record.video_path is not None
+        orphans[record.job_id] = record.video_path.rsplit(".", 2)[0] + ".fedcba987654.mp4"
+        client.put_object(Bucket=bucket_settings.storage.bucket, Key=orphans[record.job_id], Body=b"an orphan")
+    assert len(objects(s3_server, bucket_settings)) == 5
+
+    studio = Studio(redis, bucket_settings)
+    studio.delete(account, deleted.job_id)
+    assert objects(s3_server, bucket_settings) == sorted([kept.video_path, expired.video_path, orphans[expired.job_id]])
+
+    # Retention, a day and a half after the last of them ended, with a one-day period.
+    later = max(record.finished_at or 0 for record in (expired, kept)) + 1.5 * DAY_S
+    assert expire_finished_jobs(studio.store, studio.videos, 1, now=later) >= 2
+    assert studio.store.get(kept.job_id) is None
+    assert objects(s3_server, bucket_settings) == []
