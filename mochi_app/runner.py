@@ -268,8 +268,12 @@ class JobRunner:
             log.warning("job %s: could not give the job back (Redis unreachable); the reaper will", job_id)
 
     def _finish(self, job_id: str, status: JobStatus, error: str | None) -> None:
+        ours = True
+
         def end(current: JobRecord) -> JobRecord | None:
-            if not self._owns(current):
+            nonlocal ours
+            ours = self._owns(current)
+            if not ours:
                 return None
             now = time.time()
             return current.model_copy(
@@ -282,4 +286,7 @@ class JobRunner:
             )
 
         self._through_outage(job_id, lambda: self.store.update(job_id, end))
-        log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
+        if ours:
+            log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
+        else:  # re-queued while we ran (our heartbeat lapsed): its record is another run's now
+            log.warning("job %s: no longer this worker's; this run stopped and the job waits for its next run", job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import itertools
 import json
@@ -11,12 +12,17 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
 # Every namespace this module makes is named PREFIX-<pid>-<n>-..., so two test runs side by side never clash
 # and a later run can tell (by the pid) which leftovers belong to a process that is gone.
@@ -120,6 +126,32 @@ class Host:
         if keep_sys:
             return ["nsenter", f"--net={NETNS_DIR / self.name}", "--", *argv]
         return ["ip", "netns", "exec", self.name, *argv]
+
+    def call(self, function: Callable[[], T]) -> T:
+        """`function()` run from inside this host: in a thread of ours moved into its network namespace
+        (setns moves one thread only), so every socket it opens is on this host's link."""
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(NETNS_DIR / self.name, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {self.name}")
+            finally:
+                os.close(fd)
+            try:
+                outcome.append(function())
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name=f"in-{self.name}")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def cut(self) -> None:
         """Pull the cable: the bridge's port goes down, eth0 loses carrier, packets either way are dropped silently.

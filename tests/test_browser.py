@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Response, sync_playwright
 from redis import Redis
 
 from mochi_app.accounts import AccountStore
@@ -30,6 +31,7 @@ from tests.harness import (
     worker_env,
 )
 from tests.hub_server import serve_hub
+from tests.s3_servers import start_s3_server
 from tests.test_gpus import FAKE_H100, fake_nvidia_smi
 from tests.test_real_path import first_start_env
 
@@ -41,6 +43,13 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "-
 # The tiny repo's bf16 files (about 1.8 MB) take about 12 s at this rate: time to see the banner move.
 SLOW_HUB_BYTES_PER_S = 150_000
 WATCHABLE = {"Frames": "61", "Width (px)": "256", "Height (px)": "256", "Denoising steps": "80"}
+# SMALL's settings, as the page's Advanced controls name them: a quick job that still makes a video to seek in.
+QUICK = {
+    "Frames": str(SMALL["num_frames"]),
+    "Width (px)": str(SMALL["width"]),
+    "Height (px)": str(SMALL["height"]),
+    "Denoising steps": str(SMALL["num_inference_steps"]),
+}
 
 
 def chromium_path() -> str:
@@ -77,15 +86,25 @@ def job_card_text(page: Page) -> str:
     return page.locator(".job-card").inner_text()
 
 
-@pytest.mark.timeout(600)  # 80 steps on a CPU: a minute idle, several on a loaded machine
-def test_prompt_to_video_with_live_progress(page: Page) -> None:
-    page.get_by_label("Prompt", exact=True).fill("a red fox trots through fresh snow at dawn")
+def submit_prompt(page: Page, prompt: str, advanced: dict[str, str]) -> None:
+    """Type the prompt, set the Advanced controls by their labels, and press Generate."""
+    page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_text("Advanced").click()
-    for label, value in WATCHABLE.items():
+    for label, value in advanced.items():
         box = page.get_by_label(f"number input for {label}", exact=True)
         box.fill(value)
         box.press("Enter")
     page.get_by_role("button", name="Generate").click()
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@pytest.mark.timeout(600)  # 80 steps on a CPU: a minute idle, several on a loaded machine
+def test_prompt_to_video_with_live_progress(page: Page) -> None:
+    submit_prompt(page, "a red fox trots through fresh snow at dawn", WATCHABLE)
 
     steps_seen: set[int] = set()
     deadline = time.monotonic() + 480  # a bound for a failure only: the loop ends when the card says "Done in"
@@ -108,6 +127,75 @@ def test_prompt_to_video_with_live_progress(page: Page) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "studio.png", full_page=True)
     assert (ARTIFACTS / "studio.png").stat().st_size > 10_000
+
+
+# Pauses the player, seeks it to half its length and resolves once it has `seeked` there (rejects on an error).
+SEEK_TO_THE_MIDDLE = """async video => {
+    video.pause();
+    const target = video.duration / 2;
+    await new Promise((resolve, reject) => {
+        const bound = setTimeout(() => reject(new Error("no seeked event in 30 s")), 30000);
+        const settle = (done) => () => { clearTimeout(bound); done(); };
+        video.addEventListener("seeked", settle(resolve), { once: true });
+        video.addEventListener("error", settle(() => reject(new Error(video.error.message))), { once: true });
+        video.currentTime = target;
+    });
+    return { target, currentTime: video.currentTime, error: video.error && video.error.message };
+}"""
+PLAYER_HAS_ITS_LENGTH = """() => {
+    const video = document.querySelector("video.player");
+    return video !== null && video.readyState >= 1 && Number.isFinite(video.duration) && video.duration > 0;
+}"""
+
+
+@pytest.mark.timeout(600)
+def test_the_page_plays_and_seeks_a_video_kept_in_an_object_store(
+    blank_page: Page, tmp_path: Path, children: Children
+) -> None:
+    """The player follows /download's 307 to a presigned link on the store, and the store's answers to
+    Chromium's range requests are enough to read the video's length and seek in it."""
+    bucket = f"studio-{uuid.uuid4().hex[:12]}"
+    server = start_s3_server("nanio", tmp_path / "s3", bucket=bucket)
+    children.defer(server.stop)
+    app = children.app(tmp_path, **server.env())
+    page = blank_page
+    seen: list[tuple[str, str, int]] = []  # (origin, path, status) of every answer, redirects included
+
+    def record(response: Response) -> None:
+        seen.append((origin(response.url), urlsplit(response.url).path, response.status))
+
+    page.on("response", record)
+    page.goto(app.url)
+
+    submit_prompt(page, "a kingfisher dives into a still river", QUICK)
+    player = page.locator("video.player")
+    player.wait_for(timeout=300_000)
+    assert "Done in" in job_card_text(page)
+    src = player.get_attribute("src")
+    assert src is not None and src.startswith("download/"), src
+    job_id = src.removeprefix("download/")
+
+    page.wait_for_function(PLAYER_HAS_ITS_LENGTH, timeout=60_000)
+    duration = player.evaluate("video => video.duration")
+    seek = player.evaluate(SEEK_TO_THE_MIDDLE)
+    assert seek["error"] is None, seek
+    assert abs(seek["currentTime"] - duration / 2) < 0.1, (duration, seek)
+    assert player.evaluate("video => video.error") is None
+
+    store = origin(server.endpoint_url)
+    assert (origin(app.url), f"/download/{job_id}", 307) in seen, seen
+    from_store = [status for where, path, status in seen if where == store and path.startswith(f"/{bucket}/videos/")]
+    assert from_store and set(from_store) <= {200, 206}, seen
+    assert any(job_id in path for where, path, _ in seen if where == store), seen
+
+    assert list(app.data_dir.rglob("*.mp4")) == []
+    listed = server.client().list_objects_v2(Bucket=bucket)
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("videos/") and keys[0].endswith(".mp4"), keys
+    assert job_id in keys[0], keys
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "studio-object-store.png", full_page=True)
 
 
 def test_a_bad_request_shows_a_message_not_a_traceback(page: Page) -> None:
