@@ -157,7 +157,7 @@ def test_the_page_plays_and_seeks_a_video_kept_in_an_object_store(
     bucket = f"studio-{uuid.uuid4().hex[:12]}"
     server = start_s3_server("nanio", tmp_path / "s3", bucket=bucket)
     children.defer(server.stop)
-    app = children.app(tmp_path, **server.env())
+    app = children.app(tmp_path, MOCHI_STORAGE_URL=f"s3://{bucket}/videos", **server.env())
     page = blank_page
     seen: list[tuple[str, str, int]] = []  # (origin, path, status) of every answer, redirects included
 
