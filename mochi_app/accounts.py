@@ -66,6 +66,14 @@ class AccountStore:
         self.redis.set(apikey_key(account.key_sha256), name)
         return account, key
 
+    def put_back(self, account: Account) -> None:
+        """An account as a snapshot kept it: its key works again unless it was revoked."""
+        with self.redis.pipeline() as pipe:
+            pipe.hset(ACCOUNTS_KEY, account.name, account.model_dump_json())
+            if account.revoked_at is None:
+                pipe.set(apikey_key(account.key_sha256), account.name)
+            pipe.execute()
+
     def list(self) -> list[Account]:
         raws = self.redis.hvals(ACCOUNTS_KEY)
         return sorted((Account.model_validate_json(raw) for raw in raws), key=lambda account: account.created_at)

@@ -1,4 +1,4 @@
-"""`python -m mochi_app`: the web process, the worker, one-off renders without a queue, and accounts."""
+"""`python -m mochi_app`: the web process, the worker, one-off renders without a queue, accounts, backups."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="stop an account's key from working (its jobs stay)")
     revoke.add_argument("name")
 
+    backup = commands.add_parser("backup", help="write every job record and account to one snapshot file")
+    backup.add_argument("target", help="a file's path, or s3://BUCKET/KEY (boto3's settings find the store)")
+    restore = commands.add_parser("restore", help="put a snapshot back onto an empty queue server")
+    restore.add_argument("source", help="a file's path, or s3://BUCKET/KEY")
+
     generate = commands.add_parser("generate", help="render one prompt to one MP4 in this process (no queue)")
     generate.add_argument("prompt", help="what the video should show")
     generate.add_argument("--negative-prompt", help="what it should not show")
@@ -77,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _accounts(parser, settings, args)
     if args.command == "worker":
         return _worker(settings, args.burst)
+    if args.command in {"backup", "restore"}:
+        return _backup_or_restore(parser, settings, args)
     return _generate(parser, settings, args)
 
 
@@ -120,6 +127,35 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
                 print(f"{account.name}\t{state}\tcreated {created}")
     except AccountError as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog} accounts: error: {exc}\n")
+    return 0
+
+
+def _backup_or_restore(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    """Against the same server as a running app.py. A restore goes only onto an empty server."""
+    from mochi_app.connections import QueueUnavailable, connect
+    from mochi_app.queue import JobQueue
+    from mochi_app.snapshots import Snapshot, SnapshotUnusable, place_of, restore_snapshot, take_snapshot
+    from mochi_app.storage import StorageUnusable
+
+    try:
+        redis = connect(settings)
+        if args.command == "backup":
+            place, name = place_of(args.target)
+            snapshot = take_snapshot(redis, settings.data_dir)
+            place.write(name, snapshot.encode())
+            print(f"wrote {len(snapshot.records)} job(s) and {len(snapshot.accounts)} account(s) to {args.target}")
+            return 0
+        place, name = place_of(args.source)
+        data = place.read(name)
+        if data is None:
+            raise SnapshotUnusable(f"there is no snapshot at {args.source}")
+        restored = restore_snapshot(JobQueue(redis, settings), Snapshot.decode(data), settings.data_dir)
+    except (QueueUnavailable, StorageUnusable, OSError) as exc:
+        log.error("%s", exc)
+        return RUNTIME_ERROR
+    except SnapshotUnusable as exc:
+        parser.exit(USAGE_ERROR, f"{parser.prog} {args.command}: error: {exc}\n")
+    print(f"restored {restored.jobs} job(s) ({restored.requeued} to run again) and {restored.accounts} account(s)")
     return 0
 
 

@@ -21,6 +21,7 @@ Guests = Switch
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 MAX_PORT = 65535
+SPACE_SERVER_DIR = Path("/tmp/mochi-server")
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's longest: a presigned link can work for a week at most
 
 
@@ -90,6 +91,9 @@ class Settings:
     # Where finished videos are kept: None (MOCHI_STORAGE_URL unset or `file:`) is the videos folder.
     storage: BucketURL | None = None
     download_url_ttl_s: int = 300  # how long a link to a video in the object store works
+    # How often the web snapshots records and accounts beside the videos (0: never); app.py restores an
+    # empty embedded server from the latest one, and snapshots once more as it stops.
+    snapshot_interval_s: int = 60
     model: str = "auto"
     offload: Offload = "auto"
     device: Device = "auto"  # auto: cuda when torch can use a GPU, else cpu
@@ -157,7 +161,12 @@ class Settings:
 
     @property
     def redis_dir(self) -> Path:
-        return self.server_dir or self.data_dir / "redis"
+        """MOCHI_SERVER_DIR, else `redis/` in the data folder; on a Space, the Space's own disk: its /data
+        may be a mounted bucket, which uploads a file when it is closed and would never hold the append-only
+        file whole (snapshots carry the records across restarts there)."""
+        if self.server_dir is not None:
+            return self.server_dir
+        return SPACE_SERVER_DIR if self.space_id is not None else self.data_dir / "redis"
 
     def to_env(self) -> dict[str, str]:
         """The variables that `from_env` reads back as these settings, for a child process."""
@@ -187,6 +196,7 @@ class Settings:
             server_dir=Path(raw).expanduser().absolute() if (raw := read.text("MOCHI_SERVER_DIR", "")) else None,
             storage=read.storage("MOCHI_STORAGE_URL"),
             download_url_ttl_s=read.integer("MOCHI_DOWNLOAD_URL_TTL_S", 300, minimum=1, maximum=MAX_PRESIGN_S),
+            snapshot_interval_s=read.integer("MOCHI_SNAPSHOT_INTERVAL_S", 60, minimum=0),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             device=cast(Device, read.choice("MOCHI_DEVICE", "auto", DEVICE_CHOICES)),

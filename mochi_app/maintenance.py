@@ -7,6 +7,7 @@ import threading
 from mochi_app.liveness import Reaper, run_every
 from mochi_app.queue import JobQueue
 from mochi_app.retention import expire_finished_jobs
+from mochi_app.snapshots import Snapshots, snapshot_place
 from mochi_app.storage import VideoStorage
 
 RETENTION_CHECK_S = 600.0
@@ -28,3 +29,12 @@ def start_maintenance(queue: JobQueue, videos: VideoStorage) -> list[threading.E
 
         stops.append(run_every(RETENTION_CHECK_S, expire, "retention"))
     return stops
+
+
+def start_snapshots(queue: JobQueue) -> threading.Event | None:
+    """The web's chore: every MOCHI_SNAPSHOT_INTERVAL_S, records and accounts beside the videos."""
+    settings = queue.settings
+    if not settings.snapshot_interval_s:
+        return None
+    snapshots = Snapshots(snapshot_place(settings))
+    return run_every(settings.snapshot_interval_s, lambda: snapshots.keep(queue.redis, settings.data_dir), "snapshots")

@@ -201,18 +201,8 @@ class BucketStorage:
         )
         return StoredLink(url)
 
-    @contextlib.contextmanager
-    def _calling(self, verb: str) -> Iterator[None]:
-        """boto3's errors as StorageUnusable, in one line an operator can act on."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnusable(
-                f"the object store's bucket {self.url.bucket!r} cannot be {verb} ({_reason(exc)}); check "
-                "MOCHI_STORAGE_URL and boto3's settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-            ) from None
+    def _calling(self, verb: str) -> contextlib.AbstractContextManager[None]:
+        return calling_store(self.url.bucket, verb)
 
     def _key(self, record: JobRecord, name: str) -> str:
         return f"{self.url.prefix}{account_folder(record.account_id)}/{name}"
@@ -221,6 +211,20 @@ class BucketStorage:
         name = key.rpartition("/")[2]
         match = VIDEO_NAME.fullmatch(name)
         return match is not None and match["job_id"] == record.job_id and key == self._key(record, name)
+
+
+@contextlib.contextmanager
+def calling_store(bucket: str, verb: str) -> Iterator[None]:
+    """boto3's errors as StorageUnusable, in one line an operator can act on."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageUnusable(
+            f"the object store's bucket {bucket!r} cannot be {verb} ({_reason(exc)}); check "
+            "MOCHI_STORAGE_URL and boto3's settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        ) from None
 
 
 def account_folder(account_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -73,6 +73,25 @@ class JobStore:
         record_change(pipe, None, record)
         if pipeline is None:
             pipe.execute()
+
+    def put_back(self, record: JobRecord, pipe: Pipeline) -> None:
+        """Write a record as a snapshot kept it, with its account and finished indexes, inside `pipe`
+        (the metrics' tallies count what happens from now on, so they are left alone)."""
+        pipe.set(job_key(record.job_id), record.model_dump_json())
+        pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+        if record.status.is_terminal:
+            for finished_key in _finished_keys(record):
+                pipe.zadd(finished_key, {record.job_id: record.finished_at or record.created_at})
+
+    def job_ids(self, batch: int = 1000) -> Iterator[str]:
+        """Every job's id (a SCAN: other writers go on meanwhile; a job made or deleted during it may be missed)."""
+        for key in self.redis.scan_iter(match=job_key("*"), count=batch):
+            yield (key.decode() if isinstance(key, bytes) else str(key)).removeprefix(job_key(""))
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord]:
+        """The records of `job_ids` that still exist, in one round trip."""
+        raws = self.redis.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []
+        return [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.get(job_key(job_id))

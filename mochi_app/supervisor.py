@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from redis.exceptions import RedisError
+
 from mochi_app.config import PRIVATE_UMASK, Settings
-from mochi_app.connections import QueueUnavailable
+from mochi_app.connections import QueueUnavailable, redis_client
 from mochi_app.disk import check_writable
 from mochi_app.gpus import visible_gpus, worker_gpus
+from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
+from mochi_app.snapshots import Snapshots, SnapshotUnusable, snapshot_place
+from mochi_app.storage import StorageUnusable
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ class Supervisor:
         """Start the server (unless MOCHI_REDIS_URL names one) and the workers, who find it in the data dir."""
         if self.settings.redis_url is None:
             self.server = EmbeddedServer(self.settings.redis_dir)
-            self.server.start()
+            self._restore(self.server.start())
         gpus = worker_gpus(self.settings.workers, visible_gpus(os.environ))
         self.slots = [WorkerSlot(index, self.settings.data_dir, len(gpus), gpu) for index, gpu in enumerate(gpus)]
         for slot in self.slots:
@@ -168,8 +173,34 @@ class Supervisor:
                 process.kill()
                 process.wait()
         if self.server is not None:
+            self._snapshot(self.server.url)
             self.server.stop()
         log.info("stopped")
+
+    def _restore(self, url: str) -> None:
+        """A new (or wiped) embedded server gets back the latest snapshot's records and accounts."""
+        if not self.settings.snapshot_interval_s:
+            return
+        try:
+            snapshots = Snapshots(snapshot_place(self.settings))
+            restored = snapshots.restore_if_empty(JobQueue(redis_client(url), self.settings), self.settings.data_dir)
+        except (StorageUnusable, SnapshotUnusable) as exc:
+            log.error("the latest snapshot could not be restored (%s); the snapshots are kept as they are", exc)
+            return
+        if restored is not None:
+            log.info(
+                "restored %d job(s) (%d to run again) and %d account(s) from the latest snapshot",
+                restored.jobs, restored.requeued, restored.accounts,
+            )  # fmt: skip
+
+    def _snapshot(self, url: str) -> None:
+        """Once more as everything stops, with every worker's last job recorded: a restart loses nothing."""
+        if not self.settings.snapshot_interval_s or not url:
+            return
+        try:
+            Snapshots(snapshot_place(self.settings)).keep(redis_client(url), self.settings.data_dir)
+        except (StorageUnusable, RedisError) as exc:
+            log.error("the last snapshot could not be taken (%s)", exc)
 
 
 def run_all(settings: Settings) -> None:

@@ -20,7 +20,7 @@ from mochi_app.config import Settings
 from mochi_app.connections import queue_url, redis_client
 from mochi_app.guests import NewGuestLimit
 from mochi_app.http_server import read_deadline_protocol
-from mochi_app.maintenance import start_maintenance
+from mochi_app.maintenance import start_maintenance, start_snapshots
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
 from mochi_app.page_assets import CSS
 from mochi_app.sessions import SessionsPerCaller
@@ -99,6 +99,7 @@ def serve(settings: Settings) -> None:
     except StorageUnusable as exc:  # the page and the queue still work; downloads wait for the store
         log.warning("%s", exc)
     start_maintenance(studio.queue, studio.videos)
+    start_snapshots(studio.queue)
     # Everything built so far (Gradio, FastAPI, the page) lives as long as the process: move it out of the
     # collector's sight, or every full collection walks it and stalls the event loop for 100+ ms.
     gc.collect()

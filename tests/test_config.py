@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mochi_app.config import Limits, Settings, SettingsError
+from mochi_app.config import SPACE_SERVER_DIR, Limits, Settings, SettingsError
 
 
 def test_defaults_without_any_variable() -> None:
@@ -85,6 +85,7 @@ EVERY_VARIABLE = {
     "MOCHI_MIN_FREE_DISK_BYTES": "0",
     "MOCHI_STORAGE_URL": "s3://studio-videos/mochi/",
     "MOCHI_DOWNLOAD_URL_TTL_S": "60",
+    "MOCHI_SNAPSHOT_INTERVAL_S": "0",
     "MOCHI_RETENTION_DAYS": "30",
     "MOCHI_GUEST_RETENTION_DAYS": "2",
     "MOCHI_COMPILE": "on",
@@ -153,3 +154,12 @@ def test_web_address_defaults_to_loopback_and_honours_space_variables() -> None:
 def test_port_out_of_range_is_refused() -> None:
     with pytest.raises(SettingsError, match="MOCHI_PORT must be at most 65535, got 70000"):
         Settings.from_env({"MOCHI_PORT": "70000"})
+
+
+def test_on_a_space_the_queue_servers_files_stay_off_the_data_folder(tmp_path: Path) -> None:
+    """A Space's /data may be a mounted bucket: an append-only file there would never be whole."""
+    space = Settings.from_env({"SYSTEM": "spaces", "SPACE_ID": "someone/studio", "MOCHI_DATA_DIR": str(tmp_path)})
+    assert space.redis_dir == SPACE_SERVER_DIR and not space.redis_dir.is_relative_to(tmp_path)
+    assert Settings.from_env({"MOCHI_DATA_DIR": str(tmp_path)}).redis_dir == tmp_path / "redis"
+    chosen = {"SYSTEM": "spaces", "SPACE_ID": "a/b", "MOCHI_SERVER_DIR": str(tmp_path / "v")}
+    assert Settings.from_env(chosen).redis_dir == tmp_path / "v"
