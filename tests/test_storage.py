@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -18,18 +19,20 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from mochi_app.accounts import AccountStore
-from mochi_app.config import Settings
+from mochi_app.config import BucketURL, Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.renderer import Rendering, StepCallback
 from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
+from mochi_app.stages import Stage
 from mochi_app.storage import BucketStorage, VideoNotStored, account_folder, open_storage
 from mochi_app.studio import Studio
 from mochi_app.tokens import TokenCounter
 from mochi_app.web import create_app
-from tests.harness import new_account
+from mochi_app.worker_state import WorkerStates
+from tests.harness import Children, new_account, worker_env
 from tests.s3_servers import S3Server
 
 TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
@@ -248,3 +251,58 @@ def test_delete_and_retention_leave_no_object_behind(
     assert expire_finished_jobs(studio.store, studio.videos, 1, now=later) >= 2
     assert studio.store.get(kept.job_id) is None
     assert objects(s3_server, bucket_settings) == []
+
+
+class OvertakenRenderer(StillRenderer):
+    """Renders while another worker (this one frozen past its heartbeat) finishes the same job first."""
+
+    def __init__(self, queue: JobQueue, job_id: str, winner_key: str) -> None:
+        self.queue, self.job_id, self.winner_key = queue, job_id, winner_key
+
+    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+        rendering = super().render(request, on_step)
+        self.queue.store.update(
+            self.job_id,
+            lambda r: r.model_copy(
+                update={"status": JobStatus.COMPLETED, "worker_id": "winner", "video_path": self.winner_key}
+            ),
+        )
+        return rendering
+
+
+def test_a_stale_attempt_drops_only_its_own_object(
+    bucket_settings: Settings, s3_server: S3Server, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    assert bucket_settings.storage is not None
+    account = new_account()
+    queue = JobQueue(redis, bucket_settings, count_tokens)
+    job = queue.submit(account, {"prompt": "two workers, one job", **TINY})
+    queue.rq.remove(job.job_id)
+    winner_key = f"videos/{account_folder(account)}/{job.job_id}.aaaaaaaaaaaa.mp4"
+    s3_server.client().put_object(Bucket=bucket_settings.storage.bucket, Key=winner_key, Body=b"the finished video")
+
+    renderer = OvertakenRenderer(queue, job.job_id, winner_key)
+    JobRunner(queue, renderer, bucket_settings, open_storage(bucket_settings), worker_id="stale").run(job.job_id)
+
+    record = queue.store.get(job.job_id)
+    assert record is not None and (record.status, record.worker_id, record.video_path) == (
+        JobStatus.COMPLETED,
+        "winner",
+        winner_key,
+    )
+    assert objects(s3_server, bucket_settings) == [winner_key]
+    assert mp4s_on_disk(bucket_settings) == []
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_reach_the_bucket_says_so_before_loading_the_model(
+    bucket_settings: Settings, s3_server: S3Server, children: Children, tmp_path: Path
+) -> None:
+    missing = replace(bucket_settings, storage=BucketURL("no-such-bucket", ""))
+    command = [sys.executable, "-m", "mochi_app", "worker"]
+    worker = children.launch(command, worker_env(missing, **s3_server.env()), tmp_path / "worker.log")
+    assert worker.process.wait(120) == 1
+    assert "the object store's bucket 'no-such-bucket' cannot be reached" in worker.log
+    assert "Traceback" not in worker.log and "loading" not in worker.log
+    [state] = WorkerStates(Redis.from_url(missing.redis_url or ""), missing.queue_name, 15).all()
+    assert state.stage is Stage.FAILED and "no-such-bucket" in (state.detail or "")
