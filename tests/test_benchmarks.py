@@ -83,3 +83,10 @@ def test_cpu_allocator_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("cpu_allocator", "--renders", "1")
     assert figures["kept"]["faults_median"] < figures["glibc_as_it_ships"]["faults_median"]
     assert figures["render_ratio_shipped_over_kept"] > 0
+
+
+def test_storage_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("storage", "--mb", "1", "--jobs", "50")
+    assert set(figures["upload"]["1_mb"]) == {"nanio", "localbucket"}
+    assert all(server["median_s"] > 0 for server in figures["upload"]["1_mb"].values())
+    assert figures["snapshot"]["jobs"] == 50 and figures["snapshot"]["encoded_bytes"] > 0
