@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -57,6 +58,10 @@ class VideoStorage(Protocol):
     def check(self) -> None:
         """StorageUnusable, in one line, when videos cannot be kept there."""
 
+    def sweep(self, older_than_s: float) -> int:
+        """Remove what attempts killed mid-encode or mid-upload left on this host's disk, if older than any
+        live attempt can be; returns how many files."""
+
     def staging_path(self, record: JobRecord) -> Path:
         """Where this attempt at the job encodes its MP4 (a name no other attempt uses)."""
 
@@ -102,6 +107,9 @@ class FolderStorage:
     def check(self) -> None:
         """The folder's writability is checked at start with the rest of the data folder (disk.check_writable)."""
 
+    def sweep(self, older_than_s: float) -> int:
+        return _remove_older(self.videos_dir.glob(".*.partial.mp4"), older_than_s)  # never a finished video
+
     def staging_path(self, record: JobRecord) -> Path:
         return attempt_video_path(self.videos_dir, record.job_id)
 
@@ -143,6 +151,9 @@ class BucketStorage:
     def check(self) -> None:
         with self._calling("reached"):
             self.client.head_bucket(Bucket=self.url.bucket)
+
+    def sweep(self, older_than_s: float) -> int:
+        return _remove_older(self.staging_dir.glob("*.mp4"), older_than_s)  # partial files (.*.mp4) too
 
     def staging_path(self, record: JobRecord) -> Path:
         return attempt_video_path(self.staging_dir, record.job_id)
@@ -225,6 +236,16 @@ def calling_store(bucket: str, verb: str) -> Iterator[None]:
             f"the object store's bucket {bucket!r} cannot be {verb} ({_reason(exc)}); check "
             "MOCHI_STORAGE_URL and boto3's settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         ) from None
+
+
+def _remove_older(paths: Iterable[Path], older_than_s: float) -> int:
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):  # another worker of this host swept it first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def account_folder(account_id: str) -> str:

@@ -95,6 +95,9 @@ def _start(settings: Settings, reporter: StartupReporter, videos: VideoStorage) 
     with its reason before it propagates."""
     try:
         videos.check()
+        # No attempt lives past the job time limit: older staged files are a killed worker's leftovers.
+        if swept := videos.sweep(older_than_s=settings.job_timeout_s + settings.stop_grace_s):
+            log.info("removed %d video file(s) that killed attempts left behind", swept)
         renderer = load_renderer(settings, reporter)
         ffmpeg_exe()  # found and checked now, not during the first job (see ffmpeg_exe)
         if settings.warmup:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -27,7 +28,7 @@ from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
 from mochi_app.stages import Stage
-from mochi_app.storage import BucketStorage, VideoNotStored, account_folder, open_storage
+from mochi_app.storage import BucketStorage, FolderStorage, VideoNotStored, account_folder, open_storage
 from mochi_app.studio import Studio
 from mochi_app.tokens import TokenCounter
 from mochi_app.web import create_app
@@ -306,3 +307,29 @@ def test_a_worker_that_cannot_reach_the_bucket_says_so_before_loading_the_model(
     assert "Traceback" not in worker.log and "loading" not in worker.log
     [state] = WorkerStates(Redis.from_url(missing.redis_url or ""), missing.queue_name, 15).all()
     assert state.stage is Stage.FAILED and "no-such-bucket" in (state.detail or "")
+
+
+def test_a_killed_attempts_leftovers_are_swept_and_nothing_younger(tmp_path: Path, bucket_settings: Settings) -> None:
+    """What a worker killed mid-encode or mid-upload left on its disk; a live attempt's files are younger."""
+    record = JobRecord.model_validate(
+        {"job_id": "0123abcd-0000-4000-8000-000000000000", "account_id": "a", "request": {"prompt": "p"},
+         "num_frames": 7, "progress": {"total": 2}, "created_at": 0.0}
+    )  # fmt: skip
+    for storage, finished_stays in (
+        (FolderStorage(tmp_path, tmp_path / "videos"), True),
+        (open_storage(bucket_settings), False),
+    ):
+        old_video, young_video = storage.staging_path(record), storage.staging_path(record)
+        old_partial = old_video.with_name(f".{old_video.stem}.partial.mp4")
+        young_partial = young_video.with_name(f".{young_video.stem}.partial.mp4")
+        for path in (old_video, young_video, old_partial, young_partial):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"mp4")
+        for path in (old_video, old_partial):
+            os.utime(path, (time.time() - 7200, time.time() - 7200))
+
+        swept = storage.sweep(older_than_s=3600)
+
+        assert not old_partial.exists() and young_partial.exists() and young_video.exists()
+        assert old_video.exists() is finished_stays  # in the videos folder, a finished video is the job's
+        assert swept == (1 if finished_stays else 2)
