@@ -120,13 +120,15 @@ class Fleet:
         return job_id
 
     def objects(self) -> dict[str, int]:
+        """The videos in the bucket by key, with their sizes (the web's snapshots beside them left out)."""
+
         def listed() -> dict[str, int]:
             client = boto3.session.Session().client(
                 "s3", endpoint_url=self.s3_url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
                 region_name=REGION, config=CLIENT_CONFIG,
             )  # fmt: skip
             contents = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-            return {item["Key"]: item["Size"] for item in contents}
+            return {item["Key"]: item["Size"] for item in contents if "/snapshots/" not in item["Key"]}
 
         return self.client.call(listed)
 
