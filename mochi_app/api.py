@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis as AsyncRedis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mochi_app.callers import KEY_COOKIE, NotSignedIn
 from mochi_app.errors import ERRORS, AccountNotFound, refusal
+from mochi_app.event_stream import job_events
+from mochi_app.job_events import after_event_id
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
 from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
@@ -47,8 +50,9 @@ class SessionPublic(BaseModel):
     account: str | None = Field(description="who this browser acts for; None when it can act for nobody")
 
 
-def build_router(studio: Studio) -> APIRouter:
-    """The REST routes; the app that includes them must hold the same `studio` in `app.state.studio`."""
+def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
+    """The REST routes; the app that includes them must hold the same `studio` in `app.state.studio`.
+    `events` is a client of the same server for the event streams, which wait on it without a thread."""
     router = APIRouter()
     registry = create_registry(studio.queue)
     embedded = studio.settings.embedded
@@ -83,6 +87,23 @@ def build_router(studio: Studio) -> APIRouter:
             )
         # Not cached: the link expires, and it is this caller's alone.
         return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})
+
+    @router.get(
+        "/events/{job_id}",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "the job's events, until it ends"}},
+    )
+    def event_stream(
+        job_id: str, account: CurrentAccount, last_event_id: Annotated[str | None, Header(max_length=64)] = None
+    ) -> StreamingResponse:
+        """The job's status changes and progress steps as server-sent events, each with an `id:`; send
+        `Last-Event-ID` on reconnecting to get only what came after it. Ends after the job's last event."""
+        studio.record(account, job_id)  # someone else's job is missing, as everywhere
+        return StreamingResponse(
+            job_events(events, studio, job_id, after_event_id(last_event_id)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # no proxy may hold events back
+        )
 
     @router.get("/jobs/{account_id}")
     def jobs(

@@ -11,6 +11,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from mochi_app.guests import GUEST_PREFIX
+from mochi_app.job_events import events_key, record_event
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.schemas import InvalidRequest
 from mochi_app.tallies import record_change
@@ -71,6 +72,7 @@ class JobStore:
         pipe.set(job_key(record.job_id), record.model_dump_json())
         pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
         record_change(pipe, None, record)
+        record_event(pipe, None, record)
         if pipeline is None:
             pipe.execute()
 
@@ -129,6 +131,7 @@ class JobStore:
                 pipe.zrem(FINISHED_KEY, job_id)
                 pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             record_change(pipe, current.status, changed)
+            record_event(pipe, current, changed)
             if along_with is not None:
                 along_with(pipe, changed)
             return changed
@@ -166,7 +169,7 @@ class JobStore:
     def delete(self, job_id: str, account_id: str | None) -> None:
         """Remove a record and every index entry (its account's, when known)."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(job_key(job_id))
+            pipe.delete(job_key(job_id), events_key(job_id))
             pipe.srem(RUNNING_KEY, job_id)
             pipe.zrem(FINISHED_KEY, job_id)
             pipe.zrem(GUESTS_FINISHED_KEY, job_id)

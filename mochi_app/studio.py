@@ -53,7 +53,7 @@ class Studio:
         """Validate and enqueue for a client at `address`; raises InvalidRequest naming each bad field,
         and LowOnDisk when the server is nearly out of space."""
         check_free_space(self.settings)
-        return self._public(self.queue.submit(account_id, params, address))
+        return self.public(self.queue.submit(account_id, params, address))
 
     def record(self, account_id: str, job_id: str) -> JobRecord:
         """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""
@@ -67,7 +67,7 @@ class Studio:
         return record
 
     def status(self, account_id: str, job_id: str) -> JobPublic:
-        return self._public(self.record(account_id, job_id))
+        return self.public(self.record(account_id, job_id))
 
     def video(self, account_id: str, job_id: str, method: Method = "GET") -> VideoLocation:
         """Where the finished MP4 is (a file here, or a short-lived link to the object store);
@@ -84,7 +84,7 @@ class Studio:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidRequest({"limit": f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"})
         page = self.store.list_for_account(account_id, limit, cursor)
-        return JobPagePublic(jobs=[self._public(record) for record in page.records], next_cursor=page.next_cursor)
+        return JobPagePublic(jobs=[self.public(record) for record in page.records], next_cursor=page.next_cursor)
 
     def cancel(self, account_id: str, job_id: str) -> JobPublic:
         """Cancel a pending or running job; JobConflict once it has finished."""
@@ -94,7 +94,7 @@ class Studio:
         cancelled = self.queue.cancel(job_id)
         if cancelled is None:
             raise JobNotFound(job_id)
-        return self._public(cancelled)
+        return self.public(cancelled)
 
     def delete(self, account_id: str, job_id: str) -> None:
         """Remove a finished job: its record, its place in the gallery and its video."""
@@ -128,7 +128,8 @@ class Studio:
             workers=[WorkerStatePublic.model_validate(state.model_dump()) for state in states],
         )
 
-    def _public(self, record: JobRecord) -> JobPublic:
+    def public(self, record: JobRecord) -> JobPublic:
+        """The job as REST, the event stream and the Gradio API show it (its queue position read now)."""
         pending = record.status is JobStatus.PENDING
         return JobPublic(
             job_id=record.job_id,

@@ -18,6 +18,7 @@ from mochi_app.api_docs import add_api_docs
 from mochi_app.callers import is_loopback
 from mochi_app.config import Settings
 from mochi_app.connections import queue_url, redis_client
+from mochi_app.event_stream import events_client
 from mochi_app.guests import NewGuestLimit
 from mochi_app.http_server import read_deadline_protocol
 from mochi_app.maintenance import start_maintenance, start_snapshots
@@ -42,7 +43,8 @@ GRADIO_ANALYTICS = {"GRADIO_ANALYTICS_MAX_EVENTS": "1000", "GRADIO_ANALYTICS_CAC
 
 def create_app(settings: Settings) -> FastAPI:
     """The whole web surface; it starts without Redis and answers 503 until Redis answers."""
-    redis = redis_client(queue_url(settings), timeout_s=REDIS_TIMEOUT_S)
+    url = queue_url(settings)
+    redis = redis_client(url, timeout_s=REDIS_TIMEOUT_S)
     studio = Studio(redis, settings)
     app = FastAPI(
         title="Mochi studio",
@@ -69,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     if studio.callers.guest_tokens:
         limit = NewGuestLimit(redis, settings.new_guests_per_hour)
         app.add_middleware(GuestCookie, tokens=studio.callers.guest_tokens, limit=limit, embedded=settings.embedded)
-    app.include_router(build_router(studio))
+    app.include_router(build_router(studio, events_client(url)))
     add_api_docs(app)
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)

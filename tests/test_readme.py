@@ -27,6 +27,7 @@ def example(name: str) -> str:
 RUNNERS = {
     "gradio_client": ([sys.executable, "-c"], "fox.mp4"),
     "curl": (["bash", "-euo", "pipefail", "-c"], "boat.mp4"),
+    "events": (["bash", "-euo", "pipefail", "-c"], "heron.mp4"),
 }
 
 
@@ -38,3 +39,7 @@ def test_readme_example_downloads_a_video(
     result = subprocess.run([*command, code], cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr
     assert iio.imread(tmp_path / video).shape[:3] == (31, 240, 432)
+    if name == "events":
+        seen = result.stdout.split()
+        assert seen[:4:2] == ["event:", "event:"] and seen[-1] == "job.completed", result.stdout
+        assert seen.count("job.progress") == 16

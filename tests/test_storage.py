@@ -40,12 +40,13 @@ TINY = {"num_frames": 7, "height": 64, "width": 64, "num_inference_steps": 2}
 
 
 class StillRenderer:
-    """Frames without a model: what the runner does with a finished rendering is under test here."""
+    """Frames without a model, each step reported: what the runner does around a rendering is under test."""
 
     model_name = "still"
 
     def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
-        on_step(1, request.num_inference_steps)
+        for step in range(1, request.num_inference_steps + 1):
+            on_step(step, request.num_inference_steps)
         ramp = np.linspace(0, 255, request.width, dtype=np.uint8)
         frames = np.broadcast_to(ramp[None, None, :, None], (7, request.height, request.width, 3)).copy()
         return Rendering(frames=frames, denoise_s=0.01, decode_s=0.01)
