@@ -19,6 +19,7 @@ from mochi_app.job_events import after_event_id
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
 from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
+from mochi_app.queue import SubmitOptions
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import StoredFile
 from mochi_app.studio import Studio
@@ -39,6 +40,17 @@ def current_account(request: Request) -> str:
 
 
 CurrentAccount = Annotated[str, Depends(current_account)]
+
+
+def submit_options(
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    cancel_after: Annotated[str | None, Header(max_length=32)] = None,
+) -> SubmitOptions:
+    """A submit's `Idempotency-Key` and `Cancel-After` headers (checked by JobQueue.submit)."""
+    return SubmitOptions(idempotency_key=idempotency_key, cancel_after=cancel_after)
+
+
+Options = Annotated[SubmitOptions, Depends(submit_options)]
 SESSION_MAX_AGE_S = 30 * 24 * 3600
 
 
@@ -59,10 +71,15 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
 
     @router.post("/generate", status_code=202, openapi_extra=GENERATE_BODY_DOCS)
     def generate(
-        params: Annotated[dict[str, Any], Body()], account: CurrentAccount, request: Request, response: Response
+        params: Annotated[dict[str, Any], Body()],
+        account: CurrentAccount,
+        options: Options,
+        request: Request,
+        response: Response,
     ) -> JobPublic:
-        """Queue a prompt; answers at once with the job id."""
-        job = studio.submit(account, params, request.client.host if request.client else None)
+        """Queue a prompt; answers at once with the job id. The same `Idempotency-Key` and body within
+        24 h return the same job; `Cancel-After` (90s, 5m, 1h30m) ends it CANCELLED if it has not started by then."""
+        job = studio.submit(account, params, request.client.host if request.client else None, options)
         response.headers["Location"] = f"/status/{job.job_id}"
         return job
 

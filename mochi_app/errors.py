@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
-from mochi_app.queue import TooBusy
+from mochi_app.queue import IdempotencyConflict, TooBusy
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import StorageUnusable
 
@@ -66,6 +66,7 @@ ERRORS: dict[type[Exception], Row] = {
     RequestTooLarge: Row(413),
     CrossSiteWrite: Row(403),
     NotOffered: Row(404),
+    IdempotencyConflict: Row(409),
     TooBusy: Row(429),
     LowOnDisk: Row(503),
     RedisError: Row(503, detail=QUEUE_UNREACHABLE, retry_after_s=5),

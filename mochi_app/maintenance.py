@@ -1,4 +1,4 @@
-"""Maintenance every worker and web process runs in the background: recover lost jobs, expire old ones."""
+"""Maintenance run in the background: recover lost jobs, end overdue ones, expire old ones, snapshot records."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ def start_maintenance(queue: JobQueue, videos: VideoStorage) -> list[threading.E
     Every process runs them, so a fleet needs no separate janitor; each chore is safe to run twice.
     """
     settings = queue.settings
-    stops = [run_every(settings.heartbeat_ttl_s / 2, Reaper(queue), "reaper")]
+    stops = [
+        run_every(settings.heartbeat_ttl_s / 2, Reaper(queue), "reaper"),
+        run_every(settings.heartbeat_ttl_s / 2, queue.cancel_overdue, "deadlines"),
+    ]
     if settings.retention_days or settings.guest_retention_days:
 
         def expire() -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -24,7 +27,7 @@ from mochi_app.guests import address_group
 from mochi_app.rate_limits import wait_s
 from mochi_app.records import JobRecord, JobStatus, Progress
 from mochi_app.rq_layout import RQLayout
-from mochi_app.schemas import CountTokens, GenerationRequest
+from mochi_app.schemas import CountTokens, GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore, job_key
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,61 @@ RATE_WINDOW_S = 60
 MAX_ATTEMPTS = 2  # a job whose worker dies is run once more, then given up
 WORKER_LOST = "worker lost: the worker running this job stopped, twice; try again, perhaps with fewer frames"
 SUBMIT_RETRIES = 50  # a busy queue changes under WATCH; each retry costs one round trip
+IDEMPOTENCY_TTL_S = 24 * 3600  # a retried submit with the same key within this returns the same job
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces, as Stripe's
+MAX_CANCEL_AFTER_S = 7 * 24 * 3600
+DEADLINE_MISSED = "it had not started by its deadline (Cancel-After)"
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key already used for a submit with other parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """What a submit may ask besides the parameters: `Idempotency-Key` and `Cancel-After`, as sent."""
+
+    idempotency_key: str | None = None
+    cancel_after: str | None = None
+
+    def cancel_after_s(self) -> float | None:
+        """`Cancel-After` in seconds: `90`, `90s`, `5m`, `1h30m` (InvalidRequest otherwise)."""
+        if self.cancel_after is None:
+            return None
+        raw = self.cancel_after.strip().lower()
+        found = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", raw)
+        if not raw or found is None:
+            raise InvalidRequest(
+                {"Cancel-After": f"Cancel-After must be a duration such as 90s, 5m or 1h30m, got {self.cancel_after!r}"}
+            )
+        hours, minutes, seconds = (float(part) if part else 0.0 for part in found.groups())
+        total = hours * 3600 + minutes * 60 + seconds
+        if not 1 <= total <= MAX_CANCEL_AFTER_S:
+            raise InvalidRequest(
+                {"Cancel-After": f"Cancel-After must be between 1 s and 7 days, got {self.cancel_after!r}"}
+            )
+        return total
+
+    def checked_key(self) -> str | None:
+        key = self.idempotency_key
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidRequest(
+                {"Idempotency-Key": "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces"}
+            )
+        return key
+
+
+def past_deadline(record: JobRecord, now: float) -> JobRecord:
+    """The record of a job that had not started by its Cancel-After deadline: CANCELLED, saying why."""
+    return record.model_copy(update={"status": JobStatus.CANCELLED, "finished_at": now, "error": DEADLINE_MISSED})
+
+
+def idempotency_key(account_id: str, key: str) -> str:
+    return f"idempotency:{account_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _body_digest(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 class TooBusy(Exception):
@@ -86,43 +144,79 @@ class JobQueue:
         self.rq = rq_queue(redis, settings)
         self.layout = RQLayout(self.rq)
 
-    def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobRecord:
+    def submit(
+        self,
+        account_id: str,
+        params: Mapping[str, Any],
+        address: str | None = None,
+        options: SubmitOptions | None = None,
+    ) -> JobRecord:
         """Validate `params`, then record a PENDING job and enqueue it in one Redis transaction.
 
         `address` is the client's (see guests.address_group). Raises InvalidRequest when a parameter breaks
         a rule, and TooBusy when the queue is full or the account, or its address, is over a limit; either
-        way nothing is enqueued.
+        way nothing is enqueued. With an idempotency key already used by this account within a day, returns
+        that submit's job (and enqueues nothing), or raises IdempotencyConflict if its parameters differed.
         """
+        options = options or SubmitOptions()
         request = GenerationRequest.parse(params, self.settings.limits, self.count_tokens)
-        self._count_submit(account_id)
-        job_id = str(uuid.uuid4())
+        once = options.checked_key()
+        cancel_after_s = options.cancel_after_s()
+        now = time.time()
         record = JobRecord(
-            job_id=job_id,
+            job_id=str(uuid.uuid4()),
             account_id=account_id,
             address=None if address is None else address_group(address),
             request=request,
             num_frames=request.rendered_num_frames,
-            created_at=time.time(),
+            created_at=now,
             progress=Progress(total=request.num_inference_steps),
+            deadline=None if cancel_after_s is None else now + cancel_after_s,
         )
+        claim = None if once is None else (idempotency_key(account_id, once), _body_digest(params))
+        if claim is not None and (earlier := self._earlier_submit(self.redis, *claim)) is not None:
+            return earlier  # a retry: no second job, and no submit counted
+        self._count_submit(account_id)
         for _ in range(SUBMIT_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
-                    self._enqueue_fairly(pipe, record)
+                    stored = self._enqueue_fairly(pipe, record, claim)
                 except WatchError:
                     continue
                 break
         else:
             raise TooBusy("the queue is too busy to take the job right now; try again in a moment", 1)
-        log.info("job %s submitted for account %s", job_id, account_id, extra={"job_id": job_id})
-        return record
+        if stored is record:
+            log.info("job %s submitted for account %s", record.job_id, account_id, extra={"job_id": record.job_id})
+        return stored
 
-    def _enqueue_fairly(self, pipe: Pipeline, record: JobRecord) -> None:
-        """Record and enqueue in one transaction, in the account's round-robin slot.
+    def _earlier_submit(self, reader: Redis | Pipeline, key: str, digest: str) -> JobRecord | None:
+        """The job an earlier submit with this idempotency key made, if any (IdempotencyConflict if its
+        parameters were not these)."""
+        raw = reader.get(key)
+        if raw is None:
+            return None
+        claimed = json.loads(raw)
+        if claimed["body"] != digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used within the last 24 h for a submit with other parameters; "
+                "use a new key for a new request"
+            )
+        earlier = reader.get(job_key(claimed["job_id"]))
+        if earlier is None:  # deleted since: the key names nothing any more
+            return None
+        return JobRecord.model_validate_json(earlier)
 
-        WATCHes the queue, so a worker taking a job meanwhile makes the caller retry.
+    def _enqueue_fairly(self, pipe: Pipeline, record: JobRecord, claim: tuple[str, str] | None = None) -> JobRecord:
+        """Record and enqueue in one transaction, in the account's round-robin slot; returns the job stored.
+
+        WATCHes the queue, so a worker taking a job meanwhile makes the caller retry, and the idempotency
+        key, so of two racing submits with one key exactly one makes a job and the other returns it.
         """
-        pipe.watch(self.layout.waiting_key)  # type: ignore[no-untyped-call]
+        pipe.watch(self.layout.waiting_key, *([claim[0]] if claim else []))  # type: ignore[no-untyped-call]
+        if claim is not None and (earlier := self._earlier_submit(pipe, *claim)) is not None:
+            pipe.reset()
+            return earlier
         waiting = self.layout.waiting(pipe)
         submitters = self._submitters(pipe, waiting)
         owners = [owner for owner, _ in submitters]
@@ -133,7 +227,10 @@ class JobQueue:
         self.push(pipe, record.job_id)
         if pivot is not None:
             self.layout.move_before(pipe, record.job_id, pivot)
+        if claim is not None:
+            pipe.set(claim[0], json.dumps({"body": claim[1], "job_id": record.job_id}), ex=IDEMPOTENCY_TTL_S)
         pipe.execute()
+        return record
 
     def push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:
         """The RQ job for `job_id`, inside the caller's open transaction."""
@@ -217,6 +314,28 @@ class JobQueue:
         if record is not None:
             log.info("job %s: cancel requested (%s)", job_id, record.status, extra={"job_id": job_id})
         return record
+
+    def cancel_overdue(self, now: float | None = None) -> int:
+        """End every waiting job past its Cancel-After deadline as CANCELLED, with the reason; returns how many.
+
+        A worker also refuses one as it takes it; this ends those that would otherwise wait on in a long queue.
+        """
+        moment = time.time() if now is None else now
+        overdue = [
+            record.job_id
+            for record in self.store.get_many(self.layout.waiting(self.redis))
+            if record.deadline is not None and record.deadline < moment and record.status is JobStatus.PENDING
+        ]
+
+        def expire(record: JobRecord) -> JobRecord | None:
+            if record.status is not JobStatus.PENDING:
+                return None
+            return past_deadline(record, moment)
+
+        for job_id in overdue:
+            if (ended := self.store.update(job_id, expire)) is not None and ended.status is JobStatus.CANCELLED:
+                self._drop_from_queue(job_id)
+        return len(overdue)
 
     def position(self, job_id: str) -> int | None:
         """How many jobs are ahead of this one in the queue; None if it is not waiting."""

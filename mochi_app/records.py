@@ -68,6 +68,7 @@ class JobRecord(BaseModel):
     worker_id: str | None = None
     model: str | None = None
     cancel_requested: bool = False
+    deadline: float | None = None  # from Cancel-After: a job not started by then ends CANCELLED
     error: str | None = None
     video_path: str | None = None
     output: VideoInfo | None = None

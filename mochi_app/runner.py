@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from mochi_app.config import Settings
-from mochi_app.queue import JobQueue
+from mochi_app.queue import JobQueue, past_deadline
 from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.recovery import Recovery
 from mochi_app.renderer import OutOfMemory, PromptTooLong, Rendering, StepCallback
@@ -131,6 +131,8 @@ class JobRunner:
         if record.status is not JobStatus.PENDING:
             return None
         now = time.time()
+        if record.deadline is not None and now > record.deadline:
+            return past_deadline(record, now)
         return record.model_copy(
             update={
                 "status": JobStatus.RUNNING,

@@ -17,7 +17,7 @@ from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
 from mochi_app.errors import JobConflict, JobNotFound
 from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, WorkerStatePublic
-from mochi_app.queue import JobQueue
+from mochi_app.queue import JobQueue, SubmitOptions
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import remove_job
 from mochi_app.schemas import InvalidRequest
@@ -49,11 +49,17 @@ class Studio:
         self.callers = Callers(self.accounts, settings)
         self.worker_states = WorkerStates(redis, settings.queue_name, settings.heartbeat_ttl_s)
 
-    def submit(self, account_id: str, params: Mapping[str, Any], address: str | None = None) -> JobPublic:
+    def submit(
+        self,
+        account_id: str,
+        params: Mapping[str, Any],
+        address: str | None = None,
+        options: SubmitOptions | None = None,
+    ) -> JobPublic:
         """Validate and enqueue for a client at `address`; raises InvalidRequest naming each bad field,
-        and LowOnDisk when the server is nearly out of space."""
+        and LowOnDisk when the server is nearly out of space. See JobQueue.submit for `options`."""
         check_free_space(self.settings)
-        return self.public(self.queue.submit(account_id, params, address))
+        return self.public(self.queue.submit(account_id, params, address, options))
 
     def record(self, account_id: str, job_id: str) -> JobRecord:
         """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""
