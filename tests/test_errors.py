@@ -32,7 +32,7 @@ from mochi_app.errors import (
 )
 from mochi_app.events import user_errors
 from mochi_app.middleware import send_refusal
-from mochi_app.queue import TooBusy
+from mochi_app.queue import IdempotencyConflict, TooBusy
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import StorageUnusable
 
@@ -61,6 +61,7 @@ RAISED = [
     RequestTooLarge("the request body is 70000 bytes; the limit is 65536"),
     CrossSiteWrite("requests from another site's page are refused"),
     NotOffered("not offered here"),
+    IdempotencyConflict("this Idempotency-Key was used within the last 24 h for a submit with other parameters"),
     TooBusy("you have 10 jobs waiting; the limit is 10", retry_after_s=7),
     LowOnDisk("less than 1.0 GiB is free for videos"),
     StorageUnusable("the object store's bucket 'videos' cannot be reached (timed out)"),
@@ -114,10 +115,11 @@ def rest() -> TestClient:
         (5, 413, {}, "the request body is 70000 bytes; the limit is 65536"),
         (6, 403, {}, "requests from another site's page are refused"),
         (7, 404, {}, "not offered here"),
-        (8, 429, {"retry-after": "7"}, "you have 10 jobs waiting; the limit is 10"),
-        (9, 503, {"retry-after": "60"}, "less than 1.0 GiB is free for videos"),
-        (10, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
-        (11, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
+        (8, 409, {}, "this Idempotency-Key was used within the last 24 h for a submit with other parameters"),
+        (9, 429, {"retry-after": "7"}, "you have 10 jobs waiting; the limit is 10"),
+        (10, 503, {"retry-after": "60"}, "less than 1.0 GiB is free for videos"),
+        (11, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
+        (12, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(
