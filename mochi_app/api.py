@@ -181,14 +181,10 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
 def install_error_handlers(app: FastAPI) -> None:
     """Our errors become the answers errors.ERRORS gives them, FastAPI's own in the same words; never a 500 page."""
 
-    def respond(status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-        return JSONResponse({"detail": detail, **extra}, status_code=status_code, headers=headers)
-
     async def refuse(request: Request, exc: Exception) -> JSONResponse:
         answer = refusal(exc)
         assert answer is not None  # registered for the table's classes only
-        extra = {} if answer.errors is None else {"errors": answer.errors}
-        return respond(answer.status, answer.detail, answer.headers, **extra)
+        return respond(request, answer.status, answer.detail, answer.headers, answer.errors)
 
     for error_class in ERRORS:
         app.add_exception_handler(error_class, refuse)
@@ -196,14 +192,39 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = {_where(error["loc"]): _say(error) for error in exc.errors()}
-        return respond(422, "; ".join(errors.values()), errors=errors)
+        return respond(request, 422, "; ".join(errors.values()), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
         if exc.status_code == 400 and "parsing the body" in detail:  # FastAPI's words for undecodable bytes
             detail = "the body must be JSON encoded as UTF-8"
-        return respond(exc.status_code, detail, dict(exc.headers or {}))
+        return respond(request, exc.status_code, detail, dict(exc.headers or {}))
+
+
+# OpenAI's error types by status, for answers under /v1 (its SDK reads `error.message`).
+OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                      404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+                      429: "rate_limit_error"}  # fmt: skip
+
+
+def respond(
+    request: Request,
+    status_code: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Our `{"detail", "errors"}`, or under `/v1` OpenAI's `{"error": {"message", "type", "param", "code"}}`
+    (with 400 for a bad request, as OpenAI answers it)."""
+    if not request.url.path.startswith("/v1/"):
+        body: dict[str, Any] = {"detail": detail} | ({"errors": errors} if errors is not None else {})
+        return JSONResponse(body, status_code=status_code, headers=headers)
+    status_code = 400 if status_code == 422 else status_code
+    kind = OPENAI_ERROR_TYPES.get(status_code, "server_error")
+    param = next(iter(errors), None) if errors else None
+    error = {"message": detail, "type": kind, "param": param, "code": None}
+    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
 
 
 def _where(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -23,6 +23,7 @@ from mochi_app.guests import NewGuestLimit
 from mochi_app.http_server import read_deadline_protocol
 from mochi_app.maintenance import start_maintenance, start_snapshots
 from mochi_app.middleware import BodySizeLimit, GuestCookie, NoUploads, SameSiteWrites
+from mochi_app.openai_api import build_openai_router
 from mochi_app.page_assets import CSS
 from mochi_app.sessions import SessionsPerCaller
 from mochi_app.storage import StorageUnusable
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit = NewGuestLimit(redis, settings.new_guests_per_hour)
         app.add_middleware(GuestCookie, tokens=studio.callers.guest_tokens, limit=limit, embedded=settings.embedded)
     app.include_router(build_router(studio, events_client(url)))
+    app.include_router(build_openai_router(studio))
     add_api_docs(app)
     for name, value in GRADIO_ANALYTICS.items():
         os.environ.setdefault(name, value)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+from redis import Redis
 
+from mochi_app.accounts import AccountStore
+from mochi_app.connections import recorded_url
 from tests.harness import REPO, RunningApp
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
@@ -28,6 +33,7 @@ RUNNERS = {
     "gradio_client": ([sys.executable, "-c"], "fox.mp4"),
     "curl": (["bash", "-euo", "pipefail", "-c"], "boat.mp4"),
     "events": (["bash", "-euo", "pipefail", "-c"], "heron.mp4"),
+    "openai": ([sys.executable, "-W", "ignore::DeprecationWarning", "-c"], "cub.mp4"),
 }
 
 
@@ -36,7 +42,11 @@ def test_readme_example_downloads_a_video(
     studio_app: RunningApp, tmp_path: Path, name: str, command: list[str], video: str
 ) -> None:
     code = example(name).replace(README_URL, studio_app.url)
-    result = subprocess.run([*command, code], cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    accounts = AccountStore(Redis.from_url(recorded_url(studio_app.data_dir / "redis")))
+    env = {**os.environ, "MOCHI_API_KEY": accounts.create(f"readme-{uuid.uuid4().hex[:8]}")[1]}
+    result = subprocess.run(
+        [*command, code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert iio.imread(tmp_path / video).shape[:3] == (31, 240, 432)
     if name == "events":
