@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import sys
@@ -206,29 +207,37 @@ def test_a_tampered_or_expired_link_is_refused_by_the_store(
     owner_and_stranger: tuple[str, str, str],
 ) -> None:
     owner, owner_key, _ = owner_and_stranger
-    short = replace(bucket_settings, download_url_ttl_s=1)
-    record = render_one(short, redis, count_tokens, owner)
-    with web(short) as http:
-        link = http.get(f"/download/{record.job_id}", headers={"Authorization": f"Bearer {owner_key}"}).headers[
-            "location"
-        ]
-    assert httpx.get(link).status_code == 200
-    signature = re.search(r"X-Amz-Signature=([0-9a-f]+)", link)
+    record = render_one(bucket_settings, redis, count_tokens, owner)
+
+    def link(settings: Settings) -> str:
+        with web(settings) as http:
+            answer = http.get(f"/download/{record.job_id}", headers={"Authorization": f"Bearer {owner_key}"})
+        return answer.headers["location"]
+
+    good = link(bucket_settings)
+    assert httpx.get(good).status_code == 200
+    signature = re.search(r"X-Amz-Signature=([0-9a-f]+)", good)
     assert signature is not None
     flipped = "0" if signature[1][-1] != "0" else "1"
+    ttl = f"X-Amz-Expires={bucket_settings.download_url_ttl_s}"
     tampered = [
-        link.replace(signature[1], signature[1][:-1] + flipped),
-        link.replace(record.job_id, record.job_id[:-1] + ("0" if record.job_id[-1] != "0" else "1")),
-        link.replace("X-Amz-Expires=1", "X-Amz-Expires=3600"),
+        good.replace(signature[1], signature[1][:-1] + flipped),
+        good.replace(record.job_id, record.job_id[:-1] + ("0" if record.job_id[-1] != "0" else "1")),
+        good.replace(ttl, "X-Amz-Expires=604800"),
     ]
     for url in tampered:
-        assert httpx.get(url).status_code == 403, url
+        refused = httpx.get(url)
+        assert refused.status_code == 403 and "SignatureDoesNotMatch" in refused.text, url
 
-    signed_at = time.mktime(time.strptime(re.search(r"X-Amz-Date=(\w+)", link)[1], "%Y%m%dT%H%M%SZ"))  # type: ignore[index]
-    expired_at = signed_at - time.timezone + 1 + 1  # X-Amz-Date has whole seconds
+    # A link that works one second: once that has passed (X-Amz-Date has whole seconds), the store refuses it.
+    short = link(replace(bucket_settings, download_url_ttl_s=1))
+    signed = re.search(r"X-Amz-Date=(\w+)", short)
+    assert signed is not None
+    expired_at = calendar.timegm(time.strptime(signed[1], "%Y%m%dT%H%M%SZ")) + 1 + 1
     while time.time() <= expired_at:
         time.sleep(expired_at - time.time() + 0.05)
-    assert httpx.get(link).status_code == 403
+    late = httpx.get(short)
+    assert late.status_code == 403 and "expired" in late.text, late.text
 
 
 def test_delete_and_retention_leave_no_object_behind(
