@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from mochi_app.accounts import AccountStore
 from mochi_app.config import BucketURL, Settings
 from mochi_app.queue import JobQueue
 from mochi_app.redis_server import EmbeddedServer
@@ -141,3 +142,14 @@ def bucket_settings(
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return replace(settings, data_dir=tmp_path / "data", storage=BucketURL(bucket, "videos/"))
+
+
+@pytest.fixture
+def two_accounts(redis: Redis) -> Iterator[tuple[str, str, str]]:
+    """Two named accounts with API keys: the owner's name and key, and another account's key."""
+    accounts = AccountStore(redis)
+    owner, owner_key = accounts.create(f"owner-{uuid.uuid4().hex[:8]}")
+    other, other_key = accounts.create(f"other-{uuid.uuid4().hex[:8]}")
+    yield owner.name, owner_key, other_key
+    accounts.revoke(owner.name)
+    accounts.revoke(other.name)

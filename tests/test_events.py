@@ -53,16 +53,6 @@ def read_events(lines: Iterator[str], stop_after: int | None = None) -> list[Eve
     return events
 
 
-@pytest.fixture
-def keys(redis: Redis) -> Iterator[tuple[str, str, str]]:
-    accounts = AccountStore(redis)
-    owner, owner_key = accounts.create(f"o-{new_account()}")
-    other, other_key = accounts.create(f"x-{new_account()}")
-    yield owner.name, owner_key, other_key
-    accounts.revoke(owner.name)
-    accounts.revoke(other.name)
-
-
 def finished_job(settings: Settings, redis: Redis, count_tokens: TokenCounter, account: str) -> JobRecord:
     queue = JobQueue(redis, settings, count_tokens)
     job = queue.submit(account, {"prompt": "a heron takes off", **SMALL, "num_inference_steps": STEPS})
@@ -74,9 +64,9 @@ def finished_job(settings: Settings, redis: Redis, count_tokens: TokenCounter, a
 
 
 def test_a_finished_jobs_stream_replays_every_event_then_ends_and_resumes_after_last_event_id(
-    settings: Settings, redis: Redis, count_tokens: TokenCounter, keys: tuple[str, str, str], tmp_path: Path
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, two_accounts: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    owner, owner_key, _ = keys
+    owner, owner_key, _ = two_accounts
     record = finished_job(settings, redis, count_tokens, owner)
     auth = {"Authorization": f"Bearer {owner_key}"}
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
@@ -102,9 +92,9 @@ def test_a_finished_jobs_stream_replays_every_event_then_ends_and_resumes_after_
 
 
 def test_another_accounts_stream_is_missing_and_a_stranger_needs_to_sign_in(
-    settings: Settings, redis: Redis, count_tokens: TokenCounter, keys: tuple[str, str, str]
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, two_accounts: tuple[str, str, str]
 ) -> None:
-    owner, _, other_key = keys
+    owner, _, other_key = two_accounts
     record = finished_job(settings, redis, count_tokens, owner)
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         other = http.get(f"/events/{record.job_id}", headers={"Authorization": f"Bearer {other_key}"})
@@ -115,9 +105,9 @@ def test_another_accounts_stream_is_missing_and_a_stranger_needs_to_sign_in(
 
 
 def test_a_job_that_ended_before_its_events_were_kept_gets_its_end_as_one_event(
-    settings: Settings, redis: Redis, count_tokens: TokenCounter, keys: tuple[str, str, str]
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, two_accounts: tuple[str, str, str]
 ) -> None:
-    owner, owner_key, _ = keys
+    owner, owner_key, _ = two_accounts
     record = finished_job(settings, redis, count_tokens, owner)
     redis.delete(events_key(record.job_id))  # expired a day after the end, or older than this version
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:

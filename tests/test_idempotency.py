@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
 from mochi_app.queue import DEADLINE_MISSED, JobQueue, SubmitOptions
 from mochi_app.records import JobStatus
@@ -29,18 +27,11 @@ from tests.test_storage import StillRenderer
 PARAMS = {"prompt": "a lantern floats up", **SMALL}
 
 
-@pytest.fixture
-def keyed(redis: Redis) -> Iterator[tuple[str, dict[str, str]]]:
-    accounts = AccountStore(redis)
-    account, key = accounts.create(f"i-{new_account()}")
-    yield account.name, {"Authorization": f"Bearer {key}"}
-    accounts.revoke(account.name)
-
-
 def test_a_retried_submit_returns_the_same_job_and_another_body_is_a_conflict(
-    settings: Settings, redis: Redis, keyed: tuple[str, dict[str, str]]
+    settings: Settings, redis: Redis, two_accounts: tuple[str, str, str]
 ) -> None:
-    account, auth = keyed
+    account, key, _ = two_accounts
+    auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         first = http.post("/generate", json=PARAMS, headers={**auth, "Idempotency-Key": "order-17"})
         again = http.post("/generate", json=PARAMS, headers={**auth, "Idempotency-Key": "order-17"})
@@ -105,10 +96,11 @@ def test_racing_submits_with_one_key_make_one_job(
 
 @pytest.mark.slow
 def test_a_thousand_submits_with_a_hundred_keys_from_ten_clients_make_a_hundred_jobs(
-    module_settings: Settings, redis: Redis, children: Children, tmp_path: Path, keyed: tuple[str, dict[str, str]]
+    module_settings: Settings, redis: Redis, children: Children, tmp_path: Path, two_accounts: tuple[str, str, str]
 ) -> None:
     """Through a real web process: ten HTTP clients send each of 100 keys once, in their own orders."""
-    account, auth = keyed
+    account, key, _ = two_accounts
+    auth = {"Authorization": f"Bearer {key}"}
     _, url = children.web(replace(module_settings, max_pending_jobs=200), tmp_path / "web.log")
     answers: list[httpx.Response] = []
 

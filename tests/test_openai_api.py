@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from redis import Redis
 
-from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
 from mochi_app.openai_api import to_params
 from mochi_app.schemas import InvalidRequest
 from mochi_app.web import create_app
-from tests.harness import Children, new_account, wait_for
+from tests.harness import Children, wait_for
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="openai")  # "Sora ... shut down" notices
-
-
-@pytest.fixture
-def two_keys(redis: Redis) -> Iterator[tuple[str, str]]:
-    accounts = AccountStore(redis)
-    mine, my_key = accounts.create(f"oa-{new_account()}")
-    theirs, their_key = accounts.create(f"ob-{new_account()}")
-    yield my_key, their_key
-    accounts.revoke(mine.name)
-    accounts.revoke(theirs.name)
 
 
 def test_seconds_and_size_become_frames_and_pixels_and_the_rest_passes_through() -> None:
@@ -49,8 +36,8 @@ def test_seconds_and_size_become_frames_and_pixels_and_the_rest_passes_through()
         assert set(refused.value.errors) == {field}
 
 
-def test_refusals_come_in_openais_error_shape(settings: Settings, two_keys: tuple[str, str]) -> None:
-    my_key, _ = two_keys
+def test_refusals_come_in_openais_error_shape(settings: Settings, two_accounts: tuple[str, str, str]) -> None:
+    _, my_key, _ = two_accounts
     auth = {"Authorization": f"Bearer {my_key}"}
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as http:
         too_long = http.post("/v1/videos", json={"prompt": "p", "seconds": "60"}, headers=auth)
@@ -71,9 +58,9 @@ def test_refusals_come_in_openais_error_shape(settings: Settings, two_keys: tupl
 
 @pytest.mark.slow
 def test_the_openai_package_creates_waits_downloads_lists_and_deletes_and_no_one_else_can(
-    module_settings: Settings, children: Children, tmp_path: Path, two_keys: tuple[str, str]
+    module_settings: Settings, children: Children, tmp_path: Path, two_accounts: tuple[str, str, str]
 ) -> None:
-    my_key, their_key = two_keys
+    _, my_key, their_key = two_accounts
     _, url = children.web(module_settings, tmp_path / "web.log")
     children.worker(module_settings, tmp_path / "worker.log")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=my_key, max_retries=0)

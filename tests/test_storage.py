@@ -8,7 +8,6 @@ import re
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from mochi_app.accounts import AccountStore
 from mochi_app.config import BucketURL, Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus
@@ -146,16 +144,6 @@ def test_an_upload_interrupted_between_parts_leaves_no_object(
     assert objects(s3_server, bucket_settings) == []
 
 
-@pytest.fixture
-def owner_and_stranger(redis: Redis) -> Iterator[tuple[str, str, str]]:
-    accounts = AccountStore(redis)
-    owner, owner_key = accounts.create(f"owner-{new_account()}")
-    stranger, stranger_key = accounts.create(f"other-{new_account()}")
-    yield owner.name, owner_key, stranger_key
-    accounts.revoke(owner.name)
-    accounts.revoke(stranger.name)
-
-
 def web(settings: Settings) -> TestClient:
     return TestClient(create_app(settings), base_url="http://127.0.0.1", follow_redirects=False)
 
@@ -165,9 +153,9 @@ def test_the_owner_is_sent_to_a_link_that_expires_and_others_get_the_missing_job
     s3_server: S3Server,
     redis: Redis,
     count_tokens: TokenCounter,
-    owner_and_stranger: tuple[str, str, str],
+    two_accounts: tuple[str, str, str],
 ) -> None:
-    owner, owner_key, stranger_key = owner_and_stranger
+    owner, owner_key, stranger_key = two_accounts
     record = render_one(bucket_settings, redis, count_tokens, owner)
     with web(bucket_settings) as http:
         as_owner = {"Authorization": f"Bearer {owner_key}"}
@@ -204,9 +192,9 @@ def test_a_tampered_or_expired_link_is_refused_by_the_store(
     s3_server: S3Server,
     redis: Redis,
     count_tokens: TokenCounter,
-    owner_and_stranger: tuple[str, str, str],
+    two_accounts: tuple[str, str, str],
 ) -> None:
-    owner, owner_key, _ = owner_and_stranger
+    owner, owner_key, _ = two_accounts
     record = render_one(bucket_settings, redis, count_tokens, owner)
 
     def link(settings: Settings) -> str:
