@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from mochi_app.api import CurrentAccount, Options
 from mochi_app.errors import JobConflict
@@ -137,7 +138,7 @@ def build_openai_router(studio: Studio) -> APIRouter:
     async def create(request: Request, account: CurrentAccount, options: Options) -> Video:
         """Start a video, as OpenAI's `videos.create` (multipart form, or JSON)."""
         params = to_params(await _body(request))
-        return as_video(await _run(studio.submit, account, params, _address(request), options))
+        return as_video(await run_in_threadpool(studio.submit, account, params, _address(request), options))
 
     @router.get("/{video_id}", response_model=Video)
     def retrieve(video_id: str, account: CurrentAccount) -> Video:
@@ -176,11 +177,13 @@ def build_openai_router(studio: Studio) -> APIRouter:
         body = await _body(request)
         if not isinstance(body.get("prompt"), str):
             raise InvalidRequest({"prompt": "remix needs a new prompt"})
-        source = await _run(studio.status, account, video_id)
+        source = await run_in_threadpool(studio.status, account, video_id)
         if source.status is not JobStatus.COMPLETED:
             raise JobConflict(f"video {video_id} is {STATUSES[source.status]}; only a completed video can be remixed")
         params = source.request.model_dump() | {"prompt": body["prompt"]}
-        return as_video(await _run(studio.submit, account, params, _address(request), options), remixed_from=video_id)
+        return as_video(
+            await run_in_threadpool(studio.submit, account, params, _address(request), options), remixed_from=video_id
+        )
 
     return router
 
@@ -196,12 +199,6 @@ async def _body(request: Request) -> dict[str, Any]:
     if any(not isinstance(value, str) for value in form.values()):
         raise InvalidRequest({"input_reference": "this studio renders from text only: no file can be sent"})
     return {name: value for name, value in form.items()}
-
-
-async def _run(function: Any, *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args)
 
 
 def _address(request: Request) -> str | None:
