@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.config import PRIVATE_UMASK, Settings, SettingsError
 from mochi_app.disk import check_writable
 from mochi_app.logs import configure_logging
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="a new account; prints its API key (shown only once) last")
     create.add_argument("name", help="1-40 lowercase letters, digits, '-' or '_'")
     actions.add_parser("list", help="the accounts, oldest first")
+    webhook = actions.add_parser("webhook-secret", help="the account's webhook signing secret (made on first use)")
+    webhook.add_argument("name", help=f"an account's name, or {LOCAL_ACCOUNT!r} for the local owner")
+    webhook.add_argument("--rotate", action="store_true", help="a new secret; the old one also signs for a day")
     revoke = actions.add_parser("revoke", help="stop an account's key from working (its jobs stay)")
     revoke.add_argument("name")
 
@@ -106,6 +110,7 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
     """Reaches the same server as a running app.py: MOCHI_REDIS_URL, or the embedded one's recorded URL."""
     from mochi_app.accounts import AccountError, AccountStore
     from mochi_app.connections import QueueUnavailable, connect
+    from mochi_app.webhooks import WebhookSecrets
 
     try:
         store = AccountStore(connect(settings))
@@ -117,6 +122,13 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
             account, key = store.create(args.name)
             print(f"created account {account.name}; its API key, shown only this once:")
             print(key)
+        elif args.action == "webhook-secret":
+            if args.name != LOCAL_ACCOUNT and store.get(args.name) is None:
+                raise AccountError(f"no account named {args.name!r}")
+            made = WebhookSecrets(store.redis).ensure(args.name, rotate=args.rotate)
+            if made.previous and args.rotate:
+                print(f"rotated the webhook secret of {args.name}; the old one also signs deliveries for 24 h")
+            print(made.current)
         elif args.action == "revoke":
             store.revoke(args.name)
             print(f"revoked the key of account {args.name}")

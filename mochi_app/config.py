@@ -94,6 +94,8 @@ class Settings:
     # How often the web snapshots records and accounts beside the videos (0: never); app.py restores an
     # empty embedded server from the latest one, and snapshots once more as it stops.
     snapshot_interval_s: int = 60
+    # Deliver webhooks to loopback, private and link-local addresses too (a receiver on this host, in tests).
+    webhook_allow_private: bool = False
     model: str = "auto"
     offload: Offload = "auto"
     device: Device = "auto"  # auto: cuda when torch can use a GPU, else cpu
@@ -197,6 +199,7 @@ class Settings:
             storage=read.storage("MOCHI_STORAGE_URL"),
             download_url_ttl_s=read.integer("MOCHI_DOWNLOAD_URL_TTL_S", 300, minimum=1, maximum=MAX_PRESIGN_S),
             snapshot_interval_s=read.integer("MOCHI_SNAPSHOT_INTERVAL_S", 60, minimum=0),
+            webhook_allow_private=read.boolean("MOCHI_WEBHOOK_ALLOW_PRIVATE", False),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),
             device=cast(Device, read.choice("MOCHI_DEVICE", "auto", DEVICE_CHOICES)),

@@ -9,8 +9,10 @@ from mochi_app.queue import JobQueue
 from mochi_app.retention import expire_finished_jobs
 from mochi_app.snapshots import Snapshots, snapshot_place
 from mochi_app.storage import VideoStorage
+from mochi_app.webhook_delivery import Deliverer
 
 RETENTION_CHECK_S = 600.0
+DELIVERY_PAUSE_S = 0.05
 
 
 def start_maintenance(queue: JobQueue, videos: VideoStorage) -> list[threading.Event]:
@@ -22,6 +24,8 @@ def start_maintenance(queue: JobQueue, videos: VideoStorage) -> list[threading.E
     stops = [
         run_every(settings.heartbeat_ttl_s / 2, Reaper(queue), "reaper"),
         run_every(settings.heartbeat_ttl_s / 2, queue.cancel_overdue, "deadlines"),
+        # Waits on the outbox itself (up to a second a round), so a pause between rounds only yields.
+        run_every(DELIVERY_PAUSE_S, Deliverer(queue.redis, settings.webhook_allow_private).run_once, "webhooks"),
     ]
     if settings.retention_days or settings.guest_retention_days:
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 
-from mochi_app.records import JobStatus, Progress, Timings, VideoInfo
+from mochi_app.records import JobRecord, JobStatus, Progress, Timings, VideoInfo, Webhook
 from mochi_app.schemas import GenerationRequest
 from mochi_app.stages import DownloadProgress, Stage
 
@@ -31,6 +33,44 @@ class JobPublic(BaseModel):
         default=None, description="the most GPU memory the render held, once COMPLETED on a CUDA GPU; None on a CPU"
     )
     download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
+    webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
+
+    @classmethod
+    def of(cls, record: JobRecord, queue_position: int | None = None, has_video: bool = False) -> JobPublic:
+        """The record as its owner sees it, with its queue position and whether its video can be fetched."""
+        return cls(
+            job_id=record.job_id,
+            status=record.status,
+            request=record.request,
+            num_frames=record.num_frames,
+            duration_s=round(record.num_frames / record.request.fps, 2),
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            progress=record.progress,
+            queue_position=queue_position,
+            eta_s=_eta_s(record),
+            timings=record.timings,
+            model=record.model,
+            error=record.error,
+            output=record.output,
+            peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
+            download_url=download_path(record.job_id) if has_video else None,
+            webhook=record.webhook,
+        )
+
+
+def download_path(job_id: str) -> str:
+    """The URL path (relative to the app's root) that serves a finished job's MP4."""
+    return f"/download/{job_id}"
+
+
+def _eta_s(record: JobRecord) -> float | None:
+    """Denoising time left, extrapolated from the steps done so far."""
+    if record.status is not JobStatus.RUNNING or record.started_at is None or record.progress.step == 0:
+        return None
+    per_step_s = (time.time() - record.started_at) / record.progress.step
+    return round(per_step_s * (record.progress.total - record.progress.step), 1)
 
 
 class JobPagePublic(BaseModel):

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import re
 import time
 import uuid
@@ -29,6 +30,7 @@ from mochi_app.records import JobRecord, JobStatus, Progress
 from mochi_app.rq_layout import RQLayout
 from mochi_app.schemas import CountTokens, GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore, job_key
+from mochi_app.webhooks import WebhookSecrets, subscription
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,12 @@ RATE_WINDOW_S = 60
 MAX_ATTEMPTS = 2  # a job whose worker dies is run once more, then given up
 WORKER_LOST = "worker lost: the worker running this job stopped, twice; try again, perhaps with fewer frames"
 SUBMIT_RETRIES = 50  # a busy queue changes under WATCH; each retry costs one round trip
+RETRY_JITTER_S = 0.002  # the most a retry waits grows by this each time: at most about 2.5 s in all
 IDEMPOTENCY_TTL_S = 24 * 3600  # a retried submit with the same key within this returns the same job
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces, as Stripe's
 MAX_CANCEL_AFTER_S = 7 * 24 * 3600
 DEADLINE_MISSED = "it had not started by its deadline (Cancel-After)"
+WEBHOOK_FIELDS = ("webhook_url", "webhook_events")  # beside the parameters, not part of the request
 
 
 class IdempotencyConflict(ValueError):
@@ -159,7 +163,17 @@ class JobQueue:
         that submit's job (and enqueues nothing), or raises IdempotencyConflict if its parameters differed.
         """
         options = options or SubmitOptions()
-        request = GenerationRequest.parse(params, self.settings.limits, self.count_tokens)
+        webhook = subscription(params, self.settings.webhook_allow_private)
+        request = GenerationRequest.parse(
+            {name: value for name, value in params.items() if name not in WEBHOOK_FIELDS},
+            self.settings.limits,
+            self.count_tokens,
+        )
+        if webhook is not None and WebhookSecrets(self.redis).get(account_id) is None:
+            raise InvalidRequest(
+                {"webhook_url": "this account has no webhook secret yet: an operator makes one with "
+                 "`python -m mochi_app accounts webhook-secret NAME` (deliveries are signed with it)"}
+            )  # fmt: skip
         once = options.checked_key()
         cancel_after_s = options.cancel_after_s()
         now = time.time()
@@ -172,16 +186,19 @@ class JobQueue:
             created_at=now,
             progress=Progress(total=request.num_inference_steps),
             deadline=None if cancel_after_s is None else now + cancel_after_s,
+            webhook=webhook,
         )
         claim = None if once is None else (idempotency_key(account_id, once), _body_digest(params))
         if claim is not None and (earlier := self._earlier_submit(self.redis, *claim)) is not None:
             return earlier  # a retry: no second job, and no submit counted
         self._count_submit(account_id)
-        for _ in range(SUBMIT_RETRIES):
+        for attempt in range(SUBMIT_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
                     stored = self._enqueue_fairly(pipe, record, claim)
                 except WatchError:
+                    # Submitters that collided retry at random moments, so the same ones do not collide again.
+                    time.sleep(random.uniform(0, RETRY_JITTER_S * (attempt + 1)))
                     continue
                 break
         else:

@@ -50,6 +50,27 @@ class VideoInfo(BaseModel):
     seed: int
 
 
+WEBHOOK_EVENTS = ("job.running", "job.completed", "job.failed", "job.cancelled")
+
+
+class WebhookAttempt(BaseModel):
+    """One delivery attempt: when, the event, and the answer's status code or why there was none."""
+
+    at: float
+    webhook_id: str
+    type: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+class Webhook(BaseModel):
+    """Where a job's events are posted (Standard Webhooks), and every attempt so far."""
+
+    url: str
+    events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class JobRecord(BaseModel):
     """Everything we know about one job; stored as JSON at `job:{job_id}`."""
 
@@ -69,6 +90,7 @@ class JobRecord(BaseModel):
     model: str | None = None
     cancel_requested: bool = False
     deadline: float | None = None  # from Cancel-After: a job not started by then ends CANCELLED
+    webhook: Webhook | None = None
     error: str | None = None
     video_path: str | None = None
     output: VideoInfo | None = None

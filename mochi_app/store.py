@@ -15,6 +15,7 @@ from mochi_app.job_events import events_key, record_event
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.schemas import InvalidRequest
 from mochi_app.tallies import record_change
+from mochi_app.webhooks import record_webhook
 
 RecordChange = Callable[[JobRecord], JobRecord | None]
 # More writes for the same transaction as a change, given the changed record (e.g. put it back on the queue).
@@ -132,6 +133,7 @@ class JobStore:
                 pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             record_change(pipe, current.status, changed)
             record_event(pipe, current, changed)
+            record_webhook(pipe, current, changed)
             if along_with is not None:
                 along_with(pipe, changed)
             return changed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -28,11 +27,6 @@ from mochi_app.worker_state import WorkerState, WorkerStates, why_not_ready
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-
-
-def download_path(job_id: str) -> str:
-    """The URL path (relative to the app's root) that serves a finished job's MP4."""
-    return f"/download/{job_id}"
 
 
 class Studio:
@@ -136,34 +130,8 @@ class Studio:
 
     def public(self, record: JobRecord) -> JobPublic:
         """The job as REST, the event stream and the Gradio API show it (its queue position read now)."""
-        pending = record.status is JobStatus.PENDING
-        return JobPublic(
-            job_id=record.job_id,
-            status=record.status,
-            request=record.request,
-            num_frames=record.num_frames,
-            duration_s=round(record.num_frames / record.request.fps, 2),
-            created_at=record.created_at,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            progress=record.progress,
-            queue_position=self.queue.position(record.job_id) if pending else None,
-            eta_s=_eta_s(record),
-            timings=record.timings,
-            model=record.model,
-            error=record.error,
-            output=record.output,
-            peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
-            download_url=download_path(record.job_id) if self._has_video(record) else None,
-        )
+        position = self.queue.position(record.job_id) if record.status is JobStatus.PENDING else None
+        return JobPublic.of(record, position, self._has_video(record))
 
     def _has_video(self, record: JobRecord) -> bool:
         return record.status is JobStatus.COMPLETED and self.videos.has(record)
-
-
-def _eta_s(record: JobRecord) -> float | None:
-    """Denoising time left, extrapolated from the steps done so far."""
-    if record.status is not JobStatus.RUNNING or record.started_at is None or record.progress.step == 0:
-        return None
-    per_step_s = (time.time() - record.started_at) / record.progress.step
-    return round(per_step_s * (record.progress.total - record.progress.step), 1)

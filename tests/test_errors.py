@@ -46,6 +46,7 @@ NOT_THE_WEBS = {
     "mochi_app.renderer.OutOfMemory": "a worker: the job FAILs with the message",
     "mochi_app.download.HubUnreachable": "a worker's first start: its stage FAILED says why",
     "mochi_app.video.VideoNotWritten": "a worker: the job FAILs",
+    "mochi_app.webhook_delivery.Refused": "a webhook delivery: its attempt's error, and no retry",
     "mochi_app.snapshots.SnapshotUnusable": "`backup`/`restore`: printed, exit 2; app.py's restore at boot logs it",
     "mochi_app.runner.JobCancelled": "a worker: ends the render of a cancelled job",
     "mochi_app.runner.StoppingWorker": "a worker: puts its job back on the queue",

@@ -77,19 +77,23 @@ def test_racing_submits_with_one_key_make_one_job(
 ) -> None:
     account, keys = new_account(), [f"key-{n}" for n in range(100)]
     made: list[str] = []
+    failures: list[BaseException] = []
 
     def client(seed: int) -> None:
         with Redis.from_url(redis_url) as own:
             queue = JobQueue(own, settings, count_tokens)
-            order = random.Random(seed).sample(keys, len(keys))
-            made.extend(queue.submit(account, PARAMS, options=SubmitOptions(idempotency_key=k)).job_id for k in order)
+            for key in random.Random(seed).sample(keys, len(keys)):
+                try:
+                    made.append(queue.submit(account, PARAMS, options=SubmitOptions(idempotency_key=key)).job_id)
+                except Exception as exc:
+                    failures.append(exc)
 
     threads = [threading.Thread(target=client, args=(seed,)) for seed in range(10)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(made) == 1000 and len(set(made)) == 100
+    assert failures == [] and len(made) == 1000 and len(set(made)) == 100
     with Redis.from_url(redis_url) as check:
         assert check.zcard(account_jobs_key(account)) == 100
 

@@ -15,7 +15,7 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.connections import recorded_url
-from tests.harness import REPO, RunningApp
+from tests.harness import REPO, Children, RunningApp, free_port
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
 
@@ -53,3 +53,17 @@ def test_readme_example_downloads_a_video(
         seen = result.stdout.split()
         assert seen[:4:2] == ["event:", "event:"] and seen[-1] == "job.completed", result.stdout
         assert seen.count("job.progress") == 16
+
+
+def test_readme_webhook_example_receives_verified_events(children: Children, tmp_path: Path) -> None:
+    """Against an app.py of its own that may post to loopback, as the example says."""
+    app = children.app(tmp_path, MOCHI_WEBHOOK_ALLOW_PRIVATE="true")
+    code = example("webhooks").replace(README_URL, app.url).replace("8990", str(free_port()))
+    env = {**os.environ, "MOCHI_DATA_DIR": str(app.data_dir), "PYTHONPATH": str(REPO)}  # as run from the clone
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = sorted((tmp_path / "events.txt").read_text().splitlines())
+    assert events == ["job.completed COMPLETED", "job.running RUNNING"]

@@ -9,10 +9,11 @@ from redis import Redis
 
 from mochi_app.config import Settings
 from mochi_app.errors import JobConflict, JobNotFound
+from mochi_app.public import download_path
 from mochi_app.records import JobStatus
 from mochi_app.schemas import InvalidRequest
 from mochi_app.served_model import publish_served_model
-from mochi_app.studio import Studio, download_path
+from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.video import attempt_video_path
 from tests.harness import SMALL, new_account
