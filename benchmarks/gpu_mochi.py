@@ -234,25 +234,31 @@ def relative_l2(frames: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(difference) / max(np.linalg.norm(reference.astype(np.float64)), 1e-12))
 
 
-def measure(
-    pipe: Any, variant: Variant, request: GenerationRequest, *, runs: int, cuda: bool, video: Path | None
-) -> dict[str, Any]:
-    """Warm up, record the fast path really installed, render 1 + `runs` times; the figures and last frames."""
+def prepare(pipe: Any, variant: Variant, cuda: bool) -> tuple[MochiRenderer, dict[str, Any]]:
+    """Put `pipe` in `variant`'s state and warm it up as the worker does; the renderer and its first figures."""
     configure(pipe, variant, cuda)
     renderer = MochiRenderer(pipe, "benchmark", variant.fast_path)
     figures: dict[str, Any] = {"warm_up_s": renderer.warm_up(), "text_encode_s": text_encode_s(pipe, cuda)}
     # What runs, not what was asked: a compiler that failed at warm-up leaves the blocks eager.
     figures["fast_path_asked"] = asdict(variant.fast_path)
     figures["fast_path_after_warm_up"] = asdict(installed_fast_path(pipe))
+    return renderer, figures
+
+
+def rendered(
+    renderer: MochiRenderer, request: GenerationRequest, *, runs: int, cuda: bool, video: Path | None
+) -> dict[str, Any]:
+    """Render 1 + `runs` times; the figures (the first render apart, unless it is all there is) and last frames."""
     try:
         first = render_once(renderer, request, cuda, video)
         steady = [render_once(renderer, request, cuda, video) for _ in range(runs)]
     except OutOfMemory as exc:
-        return {**figures, "error": str(exc)}
-    figures["first_render"] = {key: first[key] for key in ("total_s", "first_step_s", "step_median_s")}
-    # The first render is kept apart (whatever compiles late shows there) unless it is all there is.
+        return {"error": str(exc)}
+    figures: dict[str, Any] = {
+        "first_render": {key: first[key] for key in ("total_s", "first_step_s", "step_median_s")},
+        "steady_runs": len(steady),
+    }
     counted = steady or [first]
-    figures["steady_runs"] = len(steady)
     figures |= {
         key: statistics.median(r[key] for r in counted)
         for key in counted[0]
@@ -262,6 +268,14 @@ def measure(
     figures["peak_gpu_gib"] = max((r["peak_gpu_gib"] or 0.0) for r in [first, *steady]) if cuda else None
     figures["frames"] = counted[-1]["frames"]
     return figures
+
+
+def measure(
+    pipe: Any, variant: Variant, request: GenerationRequest, *, runs: int, cuda: bool, video: Path | None
+) -> dict[str, Any]:
+    """`prepare`, then `rendered`: one variant's figures and its last frames."""
+    renderer, figures = prepare(pipe, variant, cuda)
+    return figures | rendered(renderer, request, runs=runs, cuda=cuda, video=video)
 
 
 def compared(figures: dict[str, Any], reference: dict[str, Any] | None, floor_s: float | None) -> dict[str, Any]:

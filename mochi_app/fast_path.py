@@ -56,17 +56,23 @@ class BatchedMochiAttnProcessor:
         attention_mask: Any,
         image_rotary_emb: tuple[Any, Any] | None = None,
     ) -> tuple[Any, Any]:
-        import torch
-        from torch.nn.functional import scaled_dot_product_attention
-
         query, key, value = _joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-        batch_size, sequence_length = hidden_states.shape[:2]
-        video_tokens = torch.ones(batch_size, sequence_length, dtype=torch.bool, device=query.device)
-        kept = torch.cat([video_tokens, attention_mask.to(torch.bool)], dim=1)
-        query, key, value = (x.transpose(1, 2) for x in (query, key, value))
-        output = scaled_dot_product_attention(query, key, value, attn_mask=kept[:, None, None, :])
-        output = output * kept[:, None, :, None].to(output.dtype)
-        return _project_out(attn, output.transpose(1, 2), sequence_length)
+        output = masked_attention(query, key, value, attention_mask)
+        return _project_out(attn, output, hidden_states.size(1))
+
+
+def masked_attention(query: Any, key: Any, value: Any, attention_mask: Any) -> Any:
+    """The `masked` attention core on joint (batch, tokens, heads, head_dim) tensors; padded prompt slots
+    (False in the (batch, prompt slots) mask) are no one's keys and come out zero."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention
+
+    batch_size, tokens = query.shape[:2]
+    video_tokens = torch.ones(batch_size, tokens - attention_mask.size(1), dtype=torch.bool, device=query.device)
+    kept = torch.cat([video_tokens, attention_mask.to(torch.bool)], dim=1)
+    query, key, value = (x.transpose(1, 2) for x in (query, key, value))
+    output = scaled_dot_product_attention(query, key, value, attn_mask=kept[:, None, None, :])
+    return (output * kept[:, None, :, None].to(output.dtype)).transpose(1, 2)
 
 
 class PrefixMochiAttnProcessor:

@@ -96,6 +96,31 @@ def test_gpu_mochi_benchmark_runs_every_variant_on_the_tiny_model_and_the_fast_p
         assert variants[name]["psnr_vs_a_db"] >= 35 and variants[name]["relative_l2_vs_a"] < 1e-3
 
 
+def test_gpu_check_answers_every_question_in_order_on_the_cpu() -> None:
+    lines = json_lines("gpu_check", "--tiny")
+    assert lines[0]["versions"]["torch"] and lines[0]["budget_s"] > 0
+    attention = {line["attention"]: line for line in lines if "attention" in line}
+    assert list(attention) == ["diffusers_loop", "masked", "prefix"]  # varlen needs CUDA's flash kernels
+    for core in attention.values():
+        assert "error" not in core, core
+        assert core["max_abs_diff_vs_diffusers"] <= 1e-5 and core["ms"] > 0 and core["kernels"]
+    assert any(kernel["name"] == "mochi_app::prefix_attention" for kernel in attention["prefix"]["kernels"])
+    variants = {line["variant"]: line for line in lines if "variant" in line}
+    assert list(variants) == ["a_reference", "b_resident", "d_default", "d_default_163_frames"]
+    default = variants["d_default"]
+    assert default["fast_path_after_warm_up"] == {
+        "attention": "prefix",
+        "compile_blocks": True,
+        "step_cache_threshold": 0.0,
+    }
+    assert default["extrapolated_64_steps_s"] == pytest.approx(
+        default["total_s"] + 56 * default["step_median_s"], rel=1e-3
+    )
+    for name in ("b_resident", "d_default"):
+        assert variants[name]["psnr_vs_a_db"] >= 35 and variants[name]["relative_l2_vs_a"] < 1e-3
+    assert variants["d_default_163_frames"]["total_s"] > 0 and "done_s" in lines[-1]
+
+
 def test_the_gpu_floor_counts_what_torch_counts_and_scales_with_steps_and_latent_frames() -> None:
     """The floor's FLOPs against FlopCounterMode on a full-size block (on the meta device: no memory, no time)."""
     import torch
