@@ -4,16 +4,19 @@ Builds the full-size architecture (diffusers' default MochiTransformer3DModel an
 configs, a T5-XXL-sized encoder) with random weights directly on the GPU in bf16, no download:
 speed does not depend on weight values. Each variant renders the same prompt and seed through the
 worker's own `MochiRenderer`, one after another on the same pipeline:
-  a_reference        bf16, enable_model_cpu_offload(), VAE tiling (diffusers' documented recipe)
+  a_reference        bf16, enable_model_cpu_offload(), VAE tiling, diffusers' attention (the documented recipe)
   b_resident         everything on the GPU, no offload
   c_compiled         b + torch.compile of each transformer block (warmed first, compile time apart)
-  d_batched          c + batched attention (no per-batch loop, no torch.nonzero host sync)
-  e_step_cache       d + FirstBlockCache (only with --step-cache: it changes the output)
-Each variant warms up as the worker does, renders once untimed-as-steady (`first_render_s`: late
-compiles show there), then `--runs` times. PSNR is against a_reference's frames (kept in --save-dir,
-so variants can run in separate calls: one full-size variant takes minutes).
+  d_masked           c + masked attention (one masked SDPA for the batch, no torch.nonzero host sync)
+  d_prefix           c + prefix attention (each prompt's real tokens only, no mask): the worker's default
+  e_step_cache       d_prefix + FirstBlockCache (only with --step-cache: it changes the output)
+Each variant warms up as the worker does, records the fast path the pipeline really runs afterwards,
+renders once (`first_render`: late compiles show there), then `--runs` more times (0: the first render only).
+PSNR is against a_reference's frames, kept in memory, so it needs a_reference in the same call. One JSON
+object is printed per line as soon as it is known (a run cut short keeps what it measured): the
+device first, then the floor per frame count, then each variant.
 
-Prints JSON. Usage: python -m benchmarks.gpu_mochi [--frames 85 163] [--steps 64] [--variants a_reference d_batched]
+Usage: python -m benchmarks.gpu_mochi [--frames 85 163] [--steps 64] [--runs 1] [--variants a_reference d_prefix]
        python -m benchmarks.gpu_mochi --tiny     (the tiny model on the CPU: keeps the script from rotting)
 """
 
@@ -25,22 +28,30 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mochi_app.fast_path import FastPath, apply_fast_path, remove_fast_path
+from mochi_app.fast_path import FastPath, apply_fast_path, installed_fast_path, remove_fast_path
 from mochi_app.renderer import MochiRenderer, OutOfMemory
 from mochi_app.schemas import GenerationRequest
-from mochi_app.video import write_mp4
+from mochi_app.work import TEXT_TOKENS, video_tokens
 
 PROMPT = "a red fox runs through fresh snow at dawn, slow motion, cinematic"
-# The physical floor the issue quotes: 64 steps at 85 frames, bf16, on an H100 (an H200 has the same compute).
-FLOOR_S = {"H100": 70.0, "H200": 70.0}
 GIB = 1024**3
+TERA = 1e12
+# Dense bf16 on the datasheets: the H200 has the H100 SXM's compute (and more, faster memory).
+DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0}
+# Mochi 1's transformer as diffusers builds it by default: 48 blocks; the video stream is 3072 wide (q, k, v
+# and out projections, a SwiGLU of 8192), the prompt stream 1536 wide into the joint 24 x 128 attention (a
+# SwiGLU of 4096). Matmul FLOPs are 2 per weight per token; attention's two products 4 x width per pair.
+BLOCKS = 48
+ATTENTION_WIDTH = 24 * 128
+VIDEO_FLOPS_PER_TOKEN = 2 * (4 * 3072 * ATTENTION_WIDTH + 3072 * 2 * 8192 + 8192 * 3072)  # 226.5 M
+TEXT_FLOPS_PER_TOKEN = 2 * (4 * 1536 * ATTENTION_WIDTH + 1536 * 2 * 4096 + 4096 * 1536)  # 75.5 M
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +60,64 @@ class Variant:
     fast_path: FastPath
 
 
+DIFFUSERS = FastPath(attention="diffusers")
 VARIANTS = {
-    "a_reference": Variant(offload=True, fast_path=FastPath()),
-    "b_resident": Variant(offload=False, fast_path=FastPath()),
-    "c_compiled": Variant(offload=False, fast_path=FastPath(compile_blocks=True)),
-    "d_batched": Variant(offload=False, fast_path=FastPath(batched_attention=True, compile_blocks=True)),
+    "a_reference": Variant(offload=True, fast_path=DIFFUSERS),
+    "b_resident": Variant(offload=False, fast_path=DIFFUSERS),
+    "c_compiled": Variant(offload=False, fast_path=FastPath(attention="diffusers", compile_blocks=True)),
+    "d_masked": Variant(offload=False, fast_path=FastPath(attention="masked", compile_blocks=True)),
+    "d_prefix": Variant(offload=False, fast_path=FastPath(attention="prefix", compile_blocks=True)),
     "e_step_cache": Variant(
-        offload=False, fast_path=FastPath(batched_attention=True, compile_blocks=True, step_cache_threshold=0.05)
+        offload=False, fast_path=FastPath(attention="prefix", compile_blocks=True, step_cache_threshold=0.05)
     ),
 }
+
+
+def transformer_pass_flops(num_frames: int, height: int, width: int, text_tokens: int = TEXT_TOKENS) -> float:
+    """One sample's pass through the 48 blocks, from the latent frame count (within 0.1% of torch's
+    FlopCounterMode: the last block's missing prompt output, embeddings and norms are left out)."""
+    video = video_tokens(num_frames, height, width)
+    per_block = VIDEO_FLOPS_PER_TOKEN * video + TEXT_FLOPS_PER_TOKEN * text_tokens
+    return BLOCKS * (per_block + 2 * 2 * ATTENTION_WIDTH * (video + text_tokens) ** 2)
+
+
+def denoise_flops(request: GenerationRequest) -> float:
+    """The denoising loop's FLOPs: every step, one pass per sample (two under guidance)."""
+    passes = 2 if request.guidance_scale > 1 else 1
+    pass_flops = transformer_pass_flops(request.rendered_num_frames, request.height, request.width)
+    return request.num_inference_steps * passes * pass_flops
+
+
+def floor(request: GenerationRequest, device_name: str, matmul_tflops: float | None) -> dict[str, Any]:
+    """The denoising time no implementation can beat: its FLOPs at the datasheet's and at the measured
+    matmul peak."""
+    flops = denoise_flops(request)
+    datasheet = next((tflops for gpu, tflops in DATASHEET_TFLOPS.items() if gpu in device_name), None)
+    return {
+        "latent_frames": (request.rendered_num_frames - 1) // 6 + 1,
+        "video_tokens": video_tokens(request.rendered_num_frames, request.height, request.width),
+        "steps": request.num_inference_steps,
+        "pflop": flops / 1e15,
+        "datasheet_tflops": datasheet,
+        "at_datasheet_s": flops / (datasheet * TERA) if datasheet else None,
+        "matmul_tflops": matmul_tflops,
+        "at_measured_matmul_s": flops / (matmul_tflops * TERA) if matmul_tflops else None,
+    }
+
+
+def matmul_tflops(cuda: bool, size: int = 8192, repeats: int = 10) -> float | None:
+    """The bf16 matmul rate this GPU reaches (random data, after warm-ups): the floor's practical peak."""
+    if not cuda:
+        return None
+    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / TERA
 
 
 def build_full_size_pipeline() -> Any:
@@ -129,8 +189,8 @@ def synchronized(cuda: bool) -> Callable[[], float]:
     return now
 
 
-def render_once(renderer: MochiRenderer, request: GenerationRequest, cuda: bool, video: Path) -> dict[str, Any]:
-    """One render with per-step times, decode and MP4 encode; returns the figures and the frames."""
+def render_once(renderer: MochiRenderer, request: GenerationRequest, cuda: bool, video: Path | None) -> dict[str, Any]:
+    """One render with per-step times, decode and (given a path) MP4 encode; the figures and the frames."""
     now = synchronized(cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -138,7 +198,10 @@ def render_once(renderer: MochiRenderer, request: GenerationRequest, cuda: bool,
     started = now()
     rendering = renderer.render(request, on_step=lambda step, total: step_ends.append(now()))
     rendered = now()
-    write_mp4(rendering.frames, video, request.fps)
+    if video is not None:
+        from mochi_app.video import write_mp4  # needs ffmpeg: gpu_check renders without it
+
+        write_mp4(rendering.frames, video, request.fps)
     encoded = now()
     steps = np.diff([started, *step_ends]).tolist()
     return {
@@ -146,7 +209,7 @@ def render_once(renderer: MochiRenderer, request: GenerationRequest, cuda: bool,
         "step_median_s": statistics.median(steps[1:] or steps),
         "denoise_s": rendering.denoise_s,
         "decode_s": rendering.decode_s,
-        "mp4_s": encoded - rendered,
+        "mp4_s": encoded - rendered if video is not None else None,
         "total_s": encoded - started,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None,
         "frames": rendering.frames,
@@ -166,49 +229,93 @@ def psnr_db(frames: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def measure(
-    pipe: Any, name: str, request: GenerationRequest, *, runs: int, save_dir: Path, cuda: bool
-) -> dict[str, Any]:
-    variant = VARIANTS[name]
+def relative_l2(frames: np.ndarray, reference: np.ndarray) -> float:
+    difference = frames.astype(np.float64) - reference.astype(np.float64)
+    return float(np.linalg.norm(difference) / max(np.linalg.norm(reference.astype(np.float64)), 1e-12))
+
+
+def prepare(pipe: Any, variant: Variant, cuda: bool) -> tuple[MochiRenderer, dict[str, Any]]:
+    """Put `pipe` in `variant`'s state and warm it up as the worker does; the renderer and its first figures."""
     configure(pipe, variant, cuda)
-    renderer = MochiRenderer(pipe, name, variant.fast_path)
+    renderer = MochiRenderer(pipe, "benchmark", variant.fast_path)
     figures: dict[str, Any] = {"warm_up_s": renderer.warm_up(), "text_encode_s": text_encode_s(pipe, cuda)}
+    # What runs, not what was asked: a compiler that failed at warm-up leaves the blocks eager.
+    figures["fast_path_asked"] = asdict(variant.fast_path)
+    figures["fast_path_after_warm_up"] = asdict(installed_fast_path(pipe))
+    return renderer, figures
+
+
+def rendered(
+    renderer: MochiRenderer, request: GenerationRequest, *, runs: int, cuda: bool, video: Path | None
+) -> dict[str, Any]:
+    """Render 1 + `runs` times; the figures (the first render apart, unless it is all there is) and last frames."""
     try:
-        # The first render at this size and prompt is kept apart: whatever compiles late shows there.
-        first, *rendered = [render_once(renderer, request, cuda, save_dir / f"{name}.mp4") for _ in range(runs + 1)]
+        first = render_once(renderer, request, cuda, video)
+        steady = [render_once(renderer, request, cuda, video) for _ in range(runs)]
     except OutOfMemory as exc:
-        return {**figures, "error": str(exc)}
-    figures["first_render_s"] = first["total_s"]
-    figures |= {
-        key: statistics.median(r[key] for r in rendered) for key in rendered[0] if key not in {"frames", "peak_gpu_gib"}
+        return {"error": str(exc)}
+    figures: dict[str, Any] = {
+        "first_render": {key: first[key] for key in ("total_s", "first_step_s", "step_median_s")},
+        "steady_runs": len(steady),
     }
-    figures["peak_gpu_gib"] = rendered[0]["peak_gpu_gib"]
-    frames = rendered[-1]["frames"]
-    np.save(save_dir / f"{name}-{request.num_frames}.npy", frames)
-    reference = save_dir / f"a_reference-{request.num_frames}.npy"
-    figures["psnr_vs_a_db"] = psnr_db(frames, np.load(reference)) if reference.exists() else None
-    figures["frames_std"] = float(frames.std())  # random weights: a flat output would make PSNR meaningless
+    counted = steady or [first]
+    figures |= {
+        key: statistics.median(r[key] for r in counted)
+        for key in counted[0]
+        if key not in {"frames", "peak_gpu_gib", "mp4_s"}
+    }
+    figures["mp4_s"] = counted[0]["mp4_s"]
+    figures["peak_gpu_gib"] = max((r["peak_gpu_gib"] or 0.0) for r in [first, *steady]) if cuda else None
+    figures["frames"] = counted[-1]["frames"]
+    return figures
+
+
+def measure(
+    pipe: Any, variant: Variant, request: GenerationRequest, *, runs: int, cuda: bool, video: Path | None
+) -> dict[str, Any]:
+    """`prepare`, then `rendered`: one variant's figures and its last frames."""
+    renderer, figures = prepare(pipe, variant, cuda)
+    return figures | rendered(renderer, request, runs=runs, cuda=cuda, video=video)
+
+
+def compared(figures: dict[str, Any], reference: dict[str, Any] | None, floor_s: float | None) -> dict[str, Any]:
+    """A variant's figures for printing: its frames replaced by how far they are from the reference's."""
+    frames = figures.pop("frames", None)
+    if frames is not None:
+        figures["frames_std"] = float(frames.std())  # random weights: a flat output would make PSNR meaningless
+        if reference is not None and "frames" in reference:
+            figures["psnr_vs_a_db"] = psnr_db(frames, reference["frames"])
+            figures["relative_l2_vs_a"] = relative_l2(frames, reference["frames"])
+            figures["speedup_vs_a"] = reference["total_s"] / figures["total_s"]
+        if floor_s:
+            figures["denoise_vs_floor"] = figures["denoise_s"] / floor_s
     return figures
 
 
 def rounded(value: Any) -> Any:
     if isinstance(value, float):
-        return round(value, 3)
+        return float(f"{value:.5g}")  # significant figures: a relative L2 of 1e-7 must not print as 0
     if isinstance(value, dict):
         return {key: rounded(item) for key, item in value.items()}
     return value
 
 
+def emit(line: dict[str, Any]) -> None:
+    """One JSON object per line, flushed: what a run cut short has measured is already out."""
+    print(json.dumps(rounded(line)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="steady renders after the first (0: the first only)")
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU at a small size")
     parser.add_argument("--frames", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--step-cache", action="store_true", help="also run e_step_cache (changes the output)")
-    parser.add_argument("--save-dir", type=Path, default=None, help="frames kept here for PSNR across calls")
     args = parser.parse_args()
+    if args.runs < 0:
+        parser.error(f"--runs must be at least 0, got {args.runs}")
 
     cuda = torch.cuda.is_available() and not args.tiny
     if not cuda and not args.tiny:
@@ -222,31 +329,35 @@ def main() -> None:
         size["num_inference_steps"] = args.steps
     frame_counts = args.frames or ([7] if args.tiny else [85])
     names = args.variants or [name for name in VARIANTS if args.step_cache or name != "e_step_cache"]
-    pipe = for_inference(build_tiny_pipeline_on_cpu() if args.tiny else build_full_size_pipeline())
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
-    floor_s = next((s for gpu, s in FLOOR_S.items() if gpu in device_name), None)
+    emit(
+        {
+            "device": device_name,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "runs": args.runs,
+            "size": size,
+            "variants": names,
+        }
+    )
+    peak_tflops = matmul_tflops(cuda)
+    pipe = for_inference(build_tiny_pipeline_on_cpu() if args.tiny else build_full_size_pipeline())
 
     with tempfile.TemporaryDirectory() as scratch:
-        save_dir = args.save_dir or Path(scratch)
-        save_dir.mkdir(parents=True, exist_ok=True)
-        results: dict[str, Any] = {}
         for num_frames in frame_counts:
             request = GenerationRequest(prompt=PROMPT, num_frames=num_frames, seed=0, **size)
-            by_variant = {
-                name: measure(pipe, name, request, runs=args.runs, save_dir=save_dir, cuda=cuda) for name in names
-            }
-            reference_s = by_variant.get("a_reference", {}).get("total_s")
-            for figures in by_variant.values():
-                if reference_s and "total_s" in figures:
-                    figures["speedup_vs_a"] = reference_s / figures["total_s"]
-                if floor_s and "denoise_s" in figures and num_frames == 85:
-                    figures["denoise_vs_floor"] = figures["denoise_s"] / floor_s
-            results[f"{num_frames}_frames"] = by_variant
-    print(
-        json.dumps(
-            rounded({"device": device_name, "runs": args.runs, "size": size, "floor_s": floor_s, **results}), indent=2
-        )
-    )
+            floor_figures = floor(request, device_name, peak_tflops)
+            emit({"frames": num_frames, "floor": floor_figures})
+            floor_s = floor_figures["at_datasheet_s"]
+            reference: dict[str, Any] | None = None
+            for name in names:
+                video = Path(scratch) / f"{name}.mp4"
+                figures = measure(pipe, VARIANTS[name], request, runs=args.runs, cuda=cuda, video=video)
+                if name == "a_reference":
+                    reference = {"frames": figures.get("frames"), "total_s": figures.get("total_s")}
+                    if reference["frames"] is None:
+                        reference = None
+                emit({"frames": num_frames, "variant": name, **compared(figures, reference, floor_s)})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ DEVICE_CHOICES: tuple[str, ...] = get_args(Device)
 Switch = Literal["auto", "on", "off"]
 SWITCH_CHOICES: tuple[str, ...] = get_args(Switch)
 Guests = Switch
+# The transformer's attention (fast_path.py). prefix: each prompt's real tokens only, their count known on
+# the host; masked: every prompt slot, the padded ones masked out; diffusers: diffusers' own processor.
+Attention = Literal["prefix", "masked", "diffusers"]
+ATTENTION_CHOICES: tuple[str, ...] = get_args(Attention)
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -127,7 +131,7 @@ class Settings:
     retention_days: int = 0  # finished jobs and their videos are deleted this long after they end; 0 keeps them
     guest_retention_days: int = 7  # the same for guests' jobs (whichever is sooner); 0 keeps them
     compile_blocks: Switch = "auto"  # torch.compile the transformer blocks; auto: on CUDA only
-    batched_attention: bool = True  # one attention call per block for the whole batch (lossless)
+    attention: Attention = "prefix"  # the transformer's attention processor (lossless, every choice)
     step_cache: float = 0.0  # FirstBlockCache threshold; skips work and changes the output, so 0 (off)
     limits: Limits = field(default_factory=Limits)
     # Set by Hugging Face on a Space with `hf_oauth: true`: together they turn on "Sign in with Hugging Face".
@@ -186,6 +190,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read MOCHI_* variables; unset ones keep their defaults."""
         env = os.environ if environ is None else environ
+        if env.get("MOCHI_BATCHED_ATTENTION", "").strip():
+            raise SettingsError(
+                "MOCHI_BATCHED_ATTENTION is gone: set MOCHI_ATTENTION to prefix (the default), masked or "
+                f"diffusers instead, got MOCHI_BATCHED_ATTENTION={env['MOCHI_BATCHED_ATTENTION']!r}"
+            )
         read = _Reader(env)
         job_timeout_s = read.integer("MOCHI_JOB_TIMEOUT_S", 3600, minimum=1)
         limits = Limits(
@@ -227,7 +236,7 @@ class Settings:
             retention_days=read.integer("MOCHI_RETENTION_DAYS", 0, minimum=0),
             guest_retention_days=read.integer("MOCHI_GUEST_RETENTION_DAYS", 7, minimum=0),
             compile_blocks=cast(Switch, read.choice("MOCHI_COMPILE", "auto", SWITCH_CHOICES)),
-            batched_attention=read.boolean("MOCHI_BATCHED_ATTENTION", True),
+            attention=cast(Attention, read.choice("MOCHI_ATTENTION", "prefix", ATTENTION_CHOICES)),
             step_cache=read.number("MOCHI_STEP_CACHE", 0.0, minimum=0.0),
             limits=limits,
             # Gradio counts SPACE_ID only with SYSTEM=spaces (off a Space its sign-in needs a local hub login).

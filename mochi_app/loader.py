@@ -45,7 +45,7 @@ def fast_path_for(settings: Settings, cuda_available: bool) -> FastPath:
     """The speed-ups `settings` ask for; compiling pays off on a GPU, and only costs start-up time on a CPU."""
     compile_blocks = settings.compile_blocks == "on" or (settings.compile_blocks == "auto" and cuda_available)
     return FastPath(
-        batched_attention=settings.batched_attention,
+        attention=settings.attention,
         compile_blocks=compile_blocks,
         step_cache_threshold=settings.step_cache,
     )

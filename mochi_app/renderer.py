@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mochi_app.fast_path import FastPath, uncompile_blocks
+from mochi_app.fast_path import FastPath, text_lengths, uncompile_blocks
 from mochi_app.schemas import GenerationRequest, token_limit_message
 from mochi_app.stages import DownloadProgress, Stage, StageReport
 from mochi_app.video import Frames
@@ -118,7 +118,7 @@ class MochiRenderer:
         started_at = time.perf_counter()
         out_of_memory = False
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), text_lengths(self.pipe, self.text_lengths(request)):
                 output = self.pipe(
                     prompt=request.prompt,
                     negative_prompt=request.negative_prompt or None,
@@ -190,6 +190,18 @@ class MochiRenderer:
             self.fast_path = replace(self.fast_path, compile_blocks=False)
             self.render(request, on_step=lambda step, total: None)
         return time.perf_counter() - started_at
+
+    def text_lengths(self, request: GenerationRequest) -> list[int]:
+        """Each prompt's real tokens as the pipeline's attention mask will count them, in its batch order: the
+        negative prompt first, and only under guidance (`MochiPipeline.do_classifier_free_guidance`)."""
+        prompts = [request.negative_prompt, request.prompt] if request.guidance_scale > 1 else [request.prompt]
+        return [self._mask_length(text) for text in prompts]
+
+    def _mask_length(self, text: str) -> int:
+        if not text and self.pipe.config.force_zeros_for_empty_prompt:
+            return 0  # the pipeline zeroes an empty prompt's mask, as Mochi's original code does
+        mask = self.pipe.tokenizer(text, max_length=self.max_sequence_length, truncation=True).attention_mask
+        return int(sum(mask))
 
     @property
     def max_sequence_length(self) -> int:

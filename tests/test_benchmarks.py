@@ -70,13 +70,89 @@ def test_polling_benchmark_prints_its_figures() -> None:
         assert run["errors"] == 0, run["errors_by_kind"]
 
 
+def json_lines(module: str, *args: str) -> list[dict[str, Any]]:
+    """A benchmark that prints one JSON object per line as it goes."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *args]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
 def test_gpu_mochi_benchmark_runs_every_variant_on_the_tiny_model_and_the_fast_path_stays_lossless() -> None:
-    figures = run_benchmark("gpu_mochi", "--tiny", "--step-cache")
-    variants = figures["7_frames"]
-    assert set(variants) == {"a_reference", "b_resident", "c_compiled", "d_batched", "e_step_cache"}
-    assert all(variant["total_s"] > 0 and variant["step_median_s"] > 0 for variant in variants.values())
-    assert all(variants[name]["psnr_vs_a_db"] >= 35 for name in ("b_resident", "c_compiled", "d_batched"))
-    assert figures["device"] == "cpu" and figures["floor_s"] is None
+    header, floor, *lines = json_lines("gpu_mochi", "--tiny", "--step-cache", "--runs", "0")
+    assert header["device"] == "cpu" and header["runs"] == 0
+    assert floor["frames"] == 7 and floor["floor"]["latent_frames"] == 2 and floor["floor"]["at_datasheet_s"] is None
+    variants = {line["variant"]: line for line in lines}
+    assert list(variants) == ["a_reference", "b_resident", "c_compiled", "d_masked", "d_prefix", "e_step_cache"]
+    for variant in variants.values():
+        assert variant["total_s"] > 0 and variant["step_median_s"] > 0 and variant["steady_runs"] == 0
+        assert variant["fast_path_after_warm_up"] == variant["fast_path_asked"]
+    assert variants["d_prefix"]["fast_path_after_warm_up"] == {
+        "attention": "prefix",
+        "compile_blocks": True,
+        "step_cache_threshold": 0.0,
+    }
+    for name in ("b_resident", "c_compiled", "d_masked", "d_prefix"):
+        assert variants[name]["psnr_vs_a_db"] >= 35 and variants[name]["relative_l2_vs_a"] < 1e-3
+
+
+def test_gpu_check_answers_every_question_in_order_on_the_cpu() -> None:
+    lines = json_lines("gpu_check", "--tiny")
+    assert lines[0]["versions"]["torch"] and lines[0]["budget_s"] > 0
+    attention = {line["attention"]: line for line in lines if "attention" in line}
+    assert list(attention) == ["diffusers_loop", "masked", "prefix"]  # varlen needs CUDA's flash kernels
+    for core in attention.values():
+        assert "error" not in core, core
+        assert core["max_abs_diff_vs_diffusers"] <= 1e-5 and core["ms"] > 0 and core["kernels"]
+    assert any(kernel["name"] == "mochi_app::prefix_attention" for kernel in attention["prefix"]["kernels"])
+    variants = {line["variant"]: line for line in lines if "variant" in line}
+    assert list(variants) == ["a_reference", "b_resident", "d_default", "d_default_163_frames"]
+    default = variants["d_default"]
+    assert default["fast_path_after_warm_up"] == {
+        "attention": "prefix",
+        "compile_blocks": True,
+        "step_cache_threshold": 0.0,
+    }
+    assert default["extrapolated_64_steps_s"] == pytest.approx(
+        default["total_s"] + 56 * default["step_median_s"], rel=1e-3
+    )
+    for name in ("b_resident", "d_default"):
+        assert variants[name]["psnr_vs_a_db"] >= 35 and variants[name]["relative_l2_vs_a"] < 1e-3
+    assert variants["d_default_163_frames"]["total_s"] > 0 and "done_s" in lines[-1]
+
+
+def test_the_gpu_floor_counts_what_torch_counts_and_scales_with_steps_and_latent_frames() -> None:
+    """The floor's FLOPs against FlopCounterMode on a full-size block (on the meta device: no memory, no time)."""
+    import torch
+    from diffusers import MochiTransformer3DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.gpu_mochi import BLOCKS, denoise_flops, floor, transformer_pass_flops
+    from mochi_app.fast_path import BatchedMochiAttnProcessor
+    from mochi_app.schemas import GenerationRequest
+
+    with torch.device("meta"):
+        block = MochiTransformer3DModel(num_layers=2).transformer_blocks[0]
+        block.attn1.processor = BatchedMochiAttnProcessor()  # diffusers' own needs torch.nonzero, which meta lacks
+        video = 15 * 30 * 53  # 85 frames at 848x480: 15 latent frames of 30 x 53 patches
+        inputs = (torch.randn(1, video, 3072), torch.randn(1, 256, 1536), torch.randn(1, 3072))
+        mask, rotary = torch.ones(1, 256, dtype=torch.bool), (torch.randn(video, 24, 64), torch.randn(video, 24, 64))
+        with FlopCounterMode(display=False) as counted:
+            block(*inputs, mask, rotary)
+    assert transformer_pass_flops(85, 480, 848) == pytest.approx(BLOCKS * counted.get_total_flops(), rel=1e-3)
+
+    request = GenerationRequest(prompt="a fox", num_frames=85, height=480, width=848, num_inference_steps=64)
+    assert denoise_flops(request) / 1e15 == pytest.approx(77.2, abs=0.1)  # 64 steps x 2 passes x 48 x 12.56 T
+    figures = floor(request, "NVIDIA H200", matmul_tflops=788.0)
+    assert (figures["latent_frames"], figures["video_tokens"]) == (15, 23_850)
+    assert figures["at_datasheet_s"] == pytest.approx(78.0, abs=0.1)
+    assert figures["at_measured_matmul_s"] == pytest.approx(98.0, abs=0.1)
+    # Linear in steps; 84 frames snap to 85 (the same 15 latent frames), 163 frames to 28 of them.
+    eight = GenerationRequest(prompt="a fox", num_frames=84, height=480, width=848, num_inference_steps=8)
+    assert denoise_flops(eight) == pytest.approx(denoise_flops(request) / 8)
+    longest = GenerationRequest(prompt="a fox", num_frames=163, height=480, width=848, num_inference_steps=64)
+    assert floor(longest, "NVIDIA H100 80GB HBM3", None)["latent_frames"] == 28
+    assert denoise_flops(longest) / 1e15 == pytest.approx(213.4, abs=0.1)
 
 
 def test_cpu_allocator_benchmark_prints_its_figures() -> None:

@@ -20,7 +20,7 @@ def test_defaults_without_any_variable() -> None:
     assert (settings.limits.gpu_tflops, settings.limits.max_render_s) == (400, 3600)
     assert settings.videos_dir == settings.data_dir / "videos"
     assert (settings.heartbeat_ttl_s, settings.stop_grace_s, settings.retention_days) == (15, 30, 0)
-    assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("auto", True, 0.0)
+    assert (settings.compile_blocks, settings.attention, settings.step_cache) == ("auto", "prefix", 0.0)
 
 
 def test_variables_override_defaults(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
             "MOCHI_STOP_GRACE_S": "0",
             "MOCHI_RETENTION_DAYS": "30",
             "MOCHI_COMPILE": "off",
-            "MOCHI_BATCHED_ATTENTION": "0",
+            "MOCHI_ATTENTION": "diffusers",
             "MOCHI_STEP_CACHE": "0.08",
             "MOCHI_WORKERS": "auto",
             "MOCHI_DEVICE": "cpu",
@@ -49,7 +49,7 @@ def test_variables_override_defaults(tmp_path: Path) -> None:
     assert settings.limits.max_num_inference_steps == 12
     assert settings.warmup is False
     assert (settings.stop_grace_s, settings.retention_days) == (0, 30)
-    assert (settings.compile_blocks, settings.batched_attention, settings.step_cache) == ("off", False, 0.08)
+    assert (settings.compile_blocks, settings.attention, settings.step_cache) == ("off", "diffusers", 0.08)
     assert settings.workers is None  # auto: one per visible GPU
     assert settings.device == "cpu"
     # The work a request may ask for follows the job time limit and the GPU's speed.
@@ -90,7 +90,7 @@ EVERY_VARIABLE = {
     "MOCHI_RETENTION_DAYS": "30",
     "MOCHI_GUEST_RETENTION_DAYS": "2",
     "MOCHI_COMPILE": "on",
-    "MOCHI_BATCHED_ATTENTION": "0",
+    "MOCHI_ATTENTION": "masked",
     "MOCHI_STEP_CACHE": "0.05",
     "MOCHI_MAX_PROMPT_TOKENS": "128",
     "MOCHI_MAX_NUM_FRAMES": "85",
@@ -134,6 +134,13 @@ def test_to_env_reads_back_as_the_same_settings(tmp_path: Path) -> None:
         ("MOCHI_WORKERS", "many", "MOCHI_WORKERS must be an integer of at least 0, or auto, got 'many'"),
         ("MOCHI_WORKERS", "-1", "MOCHI_WORKERS must be an integer of at least 0, or auto, got '-1'"),
         ("MOCHI_COMPILE", "yes", "MOCHI_COMPILE must be one of auto, on, off, got 'yes'"),
+        ("MOCHI_ATTENTION", "flash", "MOCHI_ATTENTION must be one of prefix, masked, diffusers, got 'flash'"),
+        (
+            "MOCHI_BATCHED_ATTENTION",
+            "0",
+            "MOCHI_BATCHED_ATTENTION is gone: set MOCHI_ATTENTION to prefix (the default), masked or diffusers "
+            "instead, got MOCHI_BATCHED_ATTENTION='0'",
+        ),
         ("MOCHI_STEP_CACHE", "nan", "MOCHI_STEP_CACHE must be a number, got 'nan'"),
         ("MOCHI_STEP_CACHE", "-0.1", "MOCHI_STEP_CACHE must be at least 0.0, got -0.1"),
     ],
