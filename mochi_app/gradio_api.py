@@ -31,9 +31,15 @@ def add_api(studio: Studio) -> None:
         guidance_scale: float = DEFAULTS["guidance_scale"],
         seed: int | None = None,
         fps: int = DEFAULTS["fps"],
+        webhook_url: str | None = None,
+        webhook_events: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Queue a prompt; returns the job (its job_id, status and seed) at once."""
-        params = {
+        """Queue a prompt; returns the job (its job_id, status and seed) at once. With `webhook_url`, its
+        events are posted there, signed, as for REST."""
+        hook: dict[str, Any] = {"webhook_url": webhook_url} if webhook_url else {}
+        if webhook_events is not None:
+            hook["webhook_events"] = webhook_events
+        params = hook | {
             "prompt": prompt,
             "negative_prompt": negative_prompt,
             "num_frames": num_frames,

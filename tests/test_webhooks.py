@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gradio_client import Client
 from redis import Redis
 from standardwebhooks import Webhook as Verifier
 
@@ -254,3 +255,23 @@ def test_a_delivery_outlives_a_queue_server_killed_before_it_was_sent(
     assert list(receiver.accepted.values()) == [1]
     [body] = receiver.bodies.values()
     assert body["data"]["job_id"] == job_id
+
+
+@pytest.mark.slow
+def test_gradio_clients_submit_takes_a_webhook_too(
+    module_settings: Settings, redis: Redis, children: Children, tmp_path: Path
+) -> None:
+    """A web and a worker as deployed: the web's (and the worker's) delivery loop posts the events."""
+    settings = replace(module_settings, webhook_allow_private=True)
+    _, url = children.web(settings, tmp_path / "web.log")
+    children.worker(settings, tmp_path / "worker.log")
+    secret = WebhookSecrets(redis).ensure("local").current  # the loopback owner's, as gradio_client is here
+    receiver = Receiver(secret).start()
+    children.defer(receiver.stop)
+    job = Client(url, verbose=False).predict(
+        "a swallow dives", num_frames=31, height=96, width=160, num_inference_steps=4,
+        webhook_url=receiver.url, webhook_events=["job.completed"], api_name="/submit",
+    )  # fmt: skip
+    receiver.wait_for_types({"job.completed"})
+    [body] = receiver.bodies.values()
+    assert body["data"]["job_id"] == job["job_id"] and list(receiver.accepted.values()) == [1]
