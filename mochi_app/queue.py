@@ -237,7 +237,14 @@ class JobQueue:
         waiting = self.layout.waiting(pipe)
         submitters = self._submitters(pipe, waiting)
         owners = [owner for owner, _ in submitters]
-        self._check_room(record, owners, [address for _, address in submitters])
+        try:
+            self._check_room(record, owners, [address for _, address in submitters])
+        except TooBusy:
+            # Refuse only on what was true all along: an empty transaction fails (WatchError, so the caller
+            # reads again) if a racing submit changed the queue or made this key's job since we looked.
+            pipe.multi()
+            pipe.execute()
+            raise
         pivot = fair_slot(waiting, owners, record.account_id)
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)

@@ -6,6 +6,7 @@ import random
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from redis import Redis
 from mochi_app.config import Settings
 from mochi_app.queue import DEADLINE_MISSED, JobQueue, SubmitOptions
 from mochi_app.records import JobStatus
+from mochi_app.rq_layout import RQLayout
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import open_storage
@@ -156,3 +158,24 @@ def test_a_job_not_started_by_its_deadline_ends_cancelled_saying_why(
 def test_a_cancel_after_that_is_not_a_duration_is_refused(bad: str) -> None:
     with pytest.raises(InvalidRequest, match="Cancel-After"):
         SubmitOptions(cancel_after=bad).cancel_after_s()
+
+
+def test_a_submit_that_races_its_own_key_at_the_limit_returns_the_job_not_a_refusal(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment: the other submit with this key lands after we found no claim but before we count
+    the waiting jobs, which then fill the account's limit. That count is stale: read again, not refused."""
+    account, options = new_account(), SubmitOptions(idempotency_key="the-one")
+    tight = replace(settings, max_pending_jobs=1)
+    ours, theirs = JobQueue(redis, tight, count_tokens), JobQueue(Redis.from_url(settings.redis_url or ""), tight)
+    landed: list[str] = []
+    waiting = RQLayout.waiting
+
+    def racing(layout: RQLayout, client: Any) -> list[str]:
+        if layout is ours.layout and not landed:
+            landed.append(theirs.submit(account, PARAMS, options=options).job_id)
+        return waiting(layout, client)
+
+    monkeypatch.setattr(RQLayout, "waiting", racing)
+    assert ours.submit(account, PARAMS, options=options).job_id == landed[0]
+    assert redis.zcard(account_jobs_key(account)) == 1
