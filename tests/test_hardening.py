@@ -379,7 +379,9 @@ def test_rest_and_gradio_record_the_submitters_address(settings: Settings) -> No
     with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 5000)) as http:
         job = http.post("/generate", json={"prompt": "a cat"}).json()
         assert app.state.studio.store.get(job["job_id"]).address == "127.0.0.1"
-        called = http.post("/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30]}).json()
+        called = http.post(
+            "/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30, None, None]}
+        ).json()
         events = http.get(f"/gradio_api/call/submit/{called['event_id']}").text
     job_id = json.loads(events.split("data: ", 1)[1].splitlines()[0])[0]["job_id"]
     assert app.state.studio.store.get(job_id).address == "127.0.0.1"
@@ -526,7 +528,9 @@ def test_below_the_free_space_floor_no_job_is_taken(settings: Settings) -> None:
         refused = http.post("/generate", json={"prompt": "a cat"})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "60"
         assert "nearly out of disk space" in refused.json()["detail"]
-        called = http.post("/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30]})
+        called = http.post(
+            "/gradio_api/call/submit", json={"data": ["a dog", "", 7, 64, 64, 2, 4.5, None, 30, None, None]}
+        )
         answer = http.get(f"/gradio_api/call/submit/{called.json()['event_id']}").text
         assert "event: error" in answer and "nearly out of disk space" in answer
         assert app.state.studio.queue.depth() == depth
