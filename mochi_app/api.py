@@ -21,7 +21,7 @@ from mochi_app.middleware import cookie_header
 from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
 from mochi_app.queue import SubmitOptions
 from mochi_app.schemas import GenerationRequest
-from mochi_app.storage import StoredFile
+from mochi_app.storage import StoredFile, VideoLocation
 from mochi_app.studio import Studio
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
@@ -98,12 +98,7 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         """The finished video (MP4), or with an object store a redirect to a link that expires; 409 until
         the job has completed."""
         location = studio.video(account, job_id, "HEAD" if request.method == "HEAD" else "GET")
-        if isinstance(location, StoredFile):
-            return FileResponse(
-                location.path, media_type="video/mp4", filename=f"mochi-{job_id}.mp4", content_disposition_type="inline"
-            )
-        # Not cached: the link expires, and it is this caller's alone.
-        return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})
+        return video_response(location, f"mochi-{job_id}.mp4", disposition="inline")
 
     @router.get(
         "/events/{job_id}",
@@ -176,6 +171,16 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def video_response(location: VideoLocation, filename: str, disposition: str = "attachment") -> Response:
+    """A video where the storage keeps it: the file from here, or a redirect to the store's short-lived link."""
+    if isinstance(location, StoredFile):
+        return FileResponse(
+            location.path, media_type="video/mp4", filename=filename, content_disposition_type=disposition
+        )
+    # Not cached: the link expires, and it is this caller's alone.
+    return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
