@@ -98,6 +98,7 @@ class Settings:
     # How often the web snapshots records and accounts beside the videos (0: never); app.py restores an
     # empty embedded server from the latest one, and snapshots once more as it stops.
     snapshot_interval_s: int = 60
+    checkpoint_every_steps: int = 4  # a running job's latents are saved this often, to resume from (0: never)
     # Deliver webhooks to loopback, private and link-local addresses too (a receiver on this host, in tests).
     webhook_allow_private: bool = False
     model: str = "auto"
@@ -158,6 +159,10 @@ class Settings:
         return self.videos_dir if self.storage is None else self.data_dir / "uploads"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
@@ -208,6 +213,7 @@ class Settings:
             storage=read.storage("MOCHI_STORAGE_URL"),
             download_url_ttl_s=read.integer("MOCHI_DOWNLOAD_URL_TTL_S", 300, minimum=1, maximum=MAX_PRESIGN_S),
             snapshot_interval_s=read.integer("MOCHI_SNAPSHOT_INTERVAL_S", 60, minimum=0),
+            checkpoint_every_steps=read.integer("MOCHI_CHECKPOINT_EVERY_STEPS", 4, minimum=0),
             webhook_allow_private=read.boolean("MOCHI_WEBHOOK_ALLOW_PRIVATE", False),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
+from mochi_app.provenance import NoProvenance
 from mochi_app.queue import IdempotencyConflict, TooBusy
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import StorageUnusable
@@ -59,6 +60,7 @@ class Row:
 
 ERRORS: dict[type[Exception], Row] = {
     InvalidRequest: Row(422),
+    NoProvenance: Row(422),
     NotSignedIn: Row(401, headers={"WWW-Authenticate": "Bearer"}),
     JobNotFound: Row(404),
     AccountNotFound: Row(404),

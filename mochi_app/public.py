@@ -32,6 +32,12 @@ class JobPublic(BaseModel):
     peak_gpu_memory_bytes: int | None = Field(
         default=None, description="the most GPU memory the render held, once COMPLETED on a CUDA GPU; None on a CPU"
     )
+    attempts: int = Field(default=0, description="runs started; a run handed back by a stopping worker does not count")
+    resumed_from_step: int | None = Field(
+        default=None, description="the saved step this run went on from (a checkpoint); None: from step 0"
+    )
+    steps_run: int = Field(default=0, description="denoising steps run over all runs")
+    decode_retries: int = Field(default=0, description="decodes tried again on the saved latents after one failed")
     download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
     webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
 
@@ -55,6 +61,10 @@ class JobPublic(BaseModel):
             error=record.error,
             output=record.output,
             peak_gpu_memory_bytes=record.peak_gpu_memory_bytes,
+            attempts=record.attempts,
+            resumed_from_step=record.resumed_from_step,
+            steps_run=record.steps_run,
+            decode_retries=record.decode_retries,
             download_url=download_path(record.job_id) if has_video else None,
             webhook=record.webhook,
         )
@@ -66,10 +76,11 @@ def download_path(job_id: str) -> str:
 
 
 def _eta_s(record: JobRecord) -> float | None:
-    """Denoising time left, extrapolated from the steps done so far."""
-    if record.status is not JobStatus.RUNNING or record.started_at is None or record.progress.step == 0:
+    """Denoising time left, extrapolated from the steps this run has done so far (a resumed run began later)."""
+    done = record.progress.step - (record.resumed_from_step or 0)
+    if record.status is not JobStatus.RUNNING or record.started_at is None or done <= 0:
         return None
-    per_step_s = (time.time() - record.started_at) / record.progress.step
+    per_step_s = (time.time() - record.started_at) / done
     return round(per_step_s * (record.progress.total - record.progress.step), 1)
 
 

@@ -95,3 +95,7 @@ class JobRecord(BaseModel):
     video_path: str | None = None
     output: VideoInfo | None = None
     peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
+    steps_run: int = 0  # denoising steps run over all attempts (a resumed job runs fewer than attempts x steps)
+    checkpoint_step: int | None = None  # the last step whose latents were saved (MOCHI_CHECKPOINT_EVERY_STEPS)
+    resumed_from_step: int | None = None  # this attempt went on from that checkpoint; None: from step 0
+    decode_retries: int = 0  # decodes tried again on the saved latents after a failed one

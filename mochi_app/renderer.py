@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -11,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from mochi_app.checkpoints import Checkpoint
 from mochi_app.fast_path import FastPath, text_lengths, uncompile_blocks
+from mochi_app.resume import smaller_tiles, starting_at
 from mochi_app.schemas import GenerationRequest, token_limit_message
 from mochi_app.stages import DownloadProgress, Stage, StageReport
 from mochi_app.video import Frames
@@ -37,12 +40,37 @@ class OutOfMemory(RuntimeError):
     """The render did not fit in the device's memory; the message says what to try instead."""
 
 
+class DecodeFailed(Exception):
+    """The denoising finished but the VAE decode failed (its cause is `__cause__`); `denoised` holds the
+    final latents, so only the decode need run again."""
+
+    def __init__(self, denoised: Checkpoint, denoise_s: float) -> None:
+        super().__init__(f"the decode failed after {denoised.step} steps")
+        self.denoised = denoised
+        self.denoise_s = denoise_s
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpointing:
+    """Where a render starts (a checkpoint, or None for step 0), and how often it hands its latents to
+    `save`: every `every_steps` steps and after the last (0: never)."""
+
+    start: Checkpoint | None = None
+    every_steps: int = 0
+    save: Callable[[Checkpoint], None] = lambda checkpoint: None
+
+
+NO_CHECKPOINTS = Checkpointing()
+
+
 @dataclass(frozen=True, slots=True)
 class Rendering:
     frames: Frames
     denoise_s: float
     decode_s: float
     peak_gpu_memory_bytes: int | None = None  # the most CUDA memory the render held; None off CUDA
+    resumed_from_step: int | None = None  # the checkpoint's step it went on from; None: from the start
+    decode_retries: int = 0  # decodes tried again on the same latents after one failed
 
 
 def out_of_memory_advice(request: GenerationRequest, device: str) -> str:
@@ -91,58 +119,102 @@ class MochiRenderer:
         """The tokenizer as the pipeline really runs it, for counting tokens without torch."""
         return str(self.pipe.tokenizer.backend_tokenizer.to_str())
 
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
-        """Render `request`; `on_step(step, total)` runs after every denoising step and may raise to stop."""
-        import torch
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, checkpointing: Checkpointing = NO_CHECKPOINTS
+    ) -> Rendering:
+        """Render `request`; `on_step(step, total)` runs after every denoising step and may raise to stop.
 
+        With `checkpointing.start`, the denoising goes on from that checkpoint's latents and step.
+        """
         # 1. Refuse what the pipeline would silently truncate.
         self._check_prompt_length(request)
 
-        # 2. Denoise and decode, timing the boundary between them at the last step's callback.
+        # 2. Denoise from the start or the checkpoint, and decode.
+        try:
+            return self._run(request, on_step, checkpointing)
+        except DecodeFailed as failed:
+            cause = failed.__cause__
+            # 3. A failed decode is tried once more on the same latents, in smaller tiles: no step runs again.
+            with smaller_tiles(self.pipe.vae) as how:
+                log.warning(
+                    "the decode failed (%s: %s); decoding the same latents again %s", type(cause).__name__, cause, how
+                )
+                again = self._run(request, on_step, Checkpointing(start=failed.denoised), retrying_decode=True)
+            started = checkpointing.start.step if checkpointing.start is not None else None
+            return replace(again, denoise_s=failed.denoise_s, resumed_from_step=started, decode_retries=1)
+
+    def _run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback,
+        checkpointing: Checkpointing,
+        retrying_decode: bool = False,
+    ) -> Rendering:
+        import torch
+
         total = request.num_inference_steps
+        start = checkpointing.start
+        first_step = start.step if start is not None else 0
+        every = checkpointing.every_steps
         last_step_at = time.perf_counter()
+        denoised: Checkpoint | None = start if start is not None and start.step == total else None
 
         device = self.device
         on_cuda = device.startswith("cuda")
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal last_step_at
-            if on_cuda and index + 1 == total:
+            nonlocal last_step_at, denoised
+            step = first_step + index + 1
+            if on_cuda and step == total:
                 torch.cuda.synchronize(device)  # kernels run ahead of Python: denoising ends when they do
             last_step_at = time.perf_counter()
-            on_step(index + 1, total)
+            latents = tensors["latents"]
+            if every and (step % every == 0 or step == total):
+                checkpointing.save(Checkpoint(step, latents.detach().to("cpu", copy=True)))
+            on_step(step, total)
+            if step == total:  # after on_step: a cancel at the last step is no decode failure
+                denoised = Checkpoint(step, latents)
             return {}
 
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
         started_at = time.perf_counter()
-        out_of_memory = False
+        failure: Exception | None = None
         try:
-            with torch.inference_mode(), text_lengths(self.pipe, self.text_lengths(request)):
+            with (
+                torch.inference_mode(),
+                text_lengths(self.pipe, self.text_lengths(request)),
+                starting_at(self.pipe.scheduler, first_step),
+            ):
                 output = self.pipe(
                     prompt=request.prompt,
                     negative_prompt=request.negative_prompt or None,
                     num_frames=request.rendered_num_frames,
                     height=request.height,
                     width=request.width,
-                    num_inference_steps=request.num_inference_steps,
+                    num_inference_steps=total,
                     guidance_scale=request.guidance_scale,
                     # A CPU generator gives the same noise for a seed on every device.
                     generator=torch.Generator("cpu").manual_seed(request.seed or 0),
+                    latents=start.latents if start is not None else None,
                     output_type="np",
                     callback_on_step_end=step_end,
-                    callback_on_step_end_tensor_inputs=[],
+                    callback_on_step_end_tensor_inputs=["latents"],
                     max_sequence_length=self.max_sequence_length,
                 )
         except Exception as exc:
-            if not is_out_of_memory(exc):
+            if denoised is not None and not retrying_decode and isinstance(exc, RuntimeError):
+                failure = DecodeFailed(denoised, denoise_s=last_step_at - started_at)
+                failure.__cause__ = exc
+            elif is_out_of_memory(exc):
+                failure = OutOfMemory(out_of_memory_advice(request, device))
+            else:
                 raise  # the job runner releases the memory once it has recorded the failure
-            out_of_memory = True
-        if out_of_memory:
+        if failure is not None:
             # Out here, not in the except clause: the traceback (and every tensor its frames hold) is
-            # gone, so the memory can really be given back before the next job.
+            # gone, so the memory can really be given back before the next try or job.
             self.release_memory()
-            raise OutOfMemory(out_of_memory_advice(request, device))
+            raise failure
         finished_at = time.perf_counter()
         peak_gpu_memory_bytes = int(torch.cuda.max_memory_allocated(device)) if on_cuda else None
 
@@ -153,7 +225,29 @@ class MochiRenderer:
             denoise_s=last_step_at - started_at,
             decode_s=finished_at - last_step_at,
             peak_gpu_memory_bytes=peak_gpu_memory_bytes,
+            resumed_from_step=start.step if start is not None else None,
         )
+
+    @functools.cached_property
+    def made_with(self) -> dict[str, Any]:
+        """What an MP4 records of how it was made here: the model and its snapshot, versions, dtype, device
+        and the fast path in effect (provenance.provenance)."""
+        import platform
+        from dataclasses import asdict
+        from importlib.metadata import version
+        from pathlib import Path
+
+        import torch
+
+        folder = Path(str(self.pipe.name_or_path))
+        device = self.device
+        return {
+            "model": {"id": self.model_name, "revision": folder.name if folder.parent.name == "snapshots" else None},
+            "versions": {name: version(name) for name in ("diffusers", "torch", "transformers")},
+            "dtype": str(self.pipe.transformer.dtype).removeprefix("torch."),
+            "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.machine(),
+            "fast_path": asdict(self.fast_path),
+        }
 
     @property
     def device(self) -> str:

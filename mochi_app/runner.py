@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
+from mochi_app.checkpoints import Checkpoint, fingerprint, from_bytes, to_bytes
 from mochi_app.config import Settings
+from mochi_app.provenance import provenance
 from mochi_app.queue import JobQueue, past_deadline
 from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.recovery import Recovery
-from mochi_app.renderer import OutOfMemory, PromptTooLong, Rendering, StepCallback
+from mochi_app.renderer import NO_CHECKPOINTS, Checkpointing, OutOfMemory, PromptTooLong, Rendering, StepCallback
 from mochi_app.schemas import GenerationRequest
-from mochi_app.storage import VideoStorage
+from mochi_app.storage import StorageUnusable, VideoStorage
 from mochi_app.store import JobStore
 from mochi_app.video import VideoNotWritten, write_mp4
 
@@ -65,7 +68,13 @@ class Renderer(Protocol):
 
     model_name: str
 
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering: ...
+    @property
+    def made_with(self) -> dict[str, Any]:
+        """What the MP4's record says of the model, versions and device (provenance.provenance)."""
+
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, checkpointing: Checkpointing = NO_CHECKPOINTS
+    ) -> Rendering: ...
 
     def release_memory(self) -> None: ...
 
@@ -97,31 +106,34 @@ class JobRunner:
             return
         log.info("job %s: running", job_id)
         started = time.monotonic()
-        rendered = False
+        rendered = ended = False
         try:
             record = self._render(record)
             rendered = True
-        except JobCancelled:
-            self._finish(job_id, JobStatus.CANCELLED, error=None)
-        except StoppingWorker:
-            self._give_back(job_id)
-        except EXPLAINED_FAILURES as exc:
-            self._finish(job_id, JobStatus.FAILED, error=str(exc))
-        except Exception as exc:
-            if self._timed_out(exc, started):
-                self._finish(job_id, JobStatus.FAILED, error=f"timed out after {self.settings.job_timeout_s} s")
-                return
-            log.exception("job %s failed", job_id)
-            self._finish(job_id, JobStatus.FAILED, error=f"the pipeline failed: {type(exc).__name__}: {exc}")
-        except BaseException:  # a cold stop (second SIGTERM) or Ctrl-C: hand the job on before going
-            self._give_back(job_id)
-            raise
-        else:
+            ended = record.status.is_terminal
             if record.status is JobStatus.COMPLETED and record.worker_id == self.worker_id:
                 peak = record.peak_gpu_memory_bytes
                 memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
                 log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
+        except JobCancelled:
+            ended = self._finish(job_id, JobStatus.CANCELLED, error=None)
+        except StoppingWorker:
+            self._give_back(job_id)
+        except EXPLAINED_FAILURES as exc:
+            ended = self._finish(job_id, JobStatus.FAILED, error=str(exc))
+        except Exception as exc:
+            if self._timed_out(exc, started):
+                error = f"timed out after {self.settings.job_timeout_s} s"
+            else:
+                log.exception("job %s failed", job_id)
+                error = f"the pipeline failed: {type(exc).__name__}: {exc}"
+            ended = self._finish(job_id, JobStatus.FAILED, error=error)
+        except BaseException:  # a cold stop (second SIGTERM) or Ctrl-C: hand the job on before going
+            self._give_back(job_id)
+            raise
         finally:
+            if ended:  # a job given back, or given away while this worker ran it, resumes from its checkpoint
+                self._drop_checkpoint(record)
             if not rendered:
                 # By now the failure is handled and its traceback gone, and with it every tensor the
                 # render's frames held: what a cancel, a timeout or any pipeline error left is given back.
@@ -146,10 +158,24 @@ class JobRunner:
 
     def _render(self, record: JobRecord) -> JobRecord:
         request = record.request
-        rendering = self.renderer.render(request, on_step=self._step_reporter(record.job_id))
+        valid_for = fingerprint(request, self.renderer.model_name)
+        start = self._resume_point(record, valid_for)
+        saved: list[int] = []
+
+        def save(checkpoint: Checkpoint) -> None:
+            try:
+                self.videos.save_checkpoint(record, to_bytes(checkpoint, valid_for))
+            except (OSError, StorageUnusable) as exc:  # the render goes on; only a resume would be longer
+                log.warning("job %s: checkpoint at step %d not saved: %s", record.job_id, checkpoint.step, exc)
+                return
+            saved.append(checkpoint.step)
+
+        checkpointing = Checkpointing(start=start, every_steps=self.settings.checkpoint_every_steps, save=save)
+        rendering = self.renderer.render(request, self._step_reporter(record.job_id, saved), checkpointing)
         staged = self.videos.staging_path(record)
         encode_started = time.perf_counter()
-        write_mp4(rendering.frames, staged, request.fps)
+        record_json = json.dumps(provenance(record, self.renderer.made_with), ensure_ascii=False)
+        write_mp4(rendering.frames, staged, request.fps, comment=record_json)
         encode_s = time.perf_counter() - encode_started
         video = self.videos.keep(staged, record)  # uploaded, with an object store
         upload_s = time.perf_counter() - encode_started - encode_s
@@ -182,6 +208,8 @@ class JobRunner:
                     "timings": timings,
                     "video_path": video,
                     "peak_gpu_memory_bytes": rendering.peak_gpu_memory_bytes,
+                    "resumed_from_step": rendering.resumed_from_step,
+                    "decode_retries": current.decode_retries + rendering.decode_retries,
                     "output": VideoInfo(
                         num_frames=frame_count, height=height, width=width, fps=request.fps, seed=request.seed or 0
                     ),
@@ -220,7 +248,8 @@ class JobRunner:
         """Whether the record still says this worker runs the job (a reaper may have given it away)."""
         return record.status is JobStatus.RUNNING and record.worker_id == self.worker_id
 
-    def _step_reporter(self, job_id: str) -> StepCallback:
+    def _step_reporter(self, job_id: str, saved: list[int]) -> StepCallback:
+        """Records each step (and the last checkpoint saved, `saved[-1]`); stops the render when it must."""
         redis_away = False
 
         def report(step: int, total: int) -> None:
@@ -231,7 +260,12 @@ class JobRunner:
             def advance(current: JobRecord) -> JobRecord | None:
                 if not self._owns(current):
                     return None
-                return current.model_copy(update={"progress": current.progress.model_copy(update={"step": step})})
+                update = {
+                    "progress": current.progress.model_copy(update={"step": step}),
+                    "steps_run": current.steps_run + 1,
+                    "checkpoint_step": saved[-1] if saved else current.checkpoint_step,
+                }
+                return current.model_copy(update=update)
 
             try:
                 record = self.store.update(job_id, advance)
@@ -269,7 +303,8 @@ class JobRunner:
         except RedisError:  # the reaper finds the job once our heartbeat lapses
             log.warning("job %s: could not give the job back (Redis unreachable); the reaper will", job_id)
 
-    def _finish(self, job_id: str, status: JobStatus, error: str | None) -> None:
+    def _finish(self, job_id: str, status: JobStatus, error: str | None) -> bool:
+        """End the job, if this worker still runs it; returns whether it did."""
         ours = True
 
         def end(current: JobRecord) -> JobRecord | None:
@@ -292,3 +327,27 @@ class JobRunner:
             log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
         else:  # re-queued while we ran (our heartbeat lapsed): its record is another run's now
             log.warning("job %s: no longer this worker's; this run stopped and the job waits for its next run", job_id)
+        return ours
+
+    def _resume_point(self, record: JobRecord, valid_for: str) -> Checkpoint | None:
+        """The checkpoint an earlier attempt saved, if the record says there is one and it is for this request
+        and model; the record then says where this attempt starts."""
+        if record.checkpoint_step is None or not self.settings.checkpoint_every_steps:
+            return None
+        data = self.videos.load_checkpoint(record)
+        start = None if data is None else from_bytes(data, valid_for, record.job_id)
+        if start is None:
+            return None
+        log.info("job %s: resuming from step %d of %d", record.job_id, start.step, record.request.num_inference_steps)
+
+        def resumed(current: JobRecord) -> JobRecord | None:
+            return current.model_copy(update={"resumed_from_step": start.step}) if self._owns(current) else None
+
+        self._through_outage(record.job_id, lambda: self.store.update(record.job_id, resumed))
+        return start
+
+    def _drop_checkpoint(self, record: JobRecord) -> None:
+        try:
+            self.videos.drop_checkpoint(record)
+        except (OSError, StorageUnusable) as exc:  # it goes with the job's record (retention, delete)
+            log.warning("job %s: its checkpoint stays until the job is deleted: %s", record.job_id, exc)

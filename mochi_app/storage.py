@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 Method = Literal["GET", "HEAD"]
 # Larger videos go up in parts of this size: S3 wants at least 5 MiB a part (but the last) and at most 10,000 parts.
 PART_BYTES = 16 * 2**20
+JOB_ID = re.compile(r"[0-9a-f-]{36}")
 
 
 class VideoNotStored(VideoNotWritten):
@@ -72,13 +75,22 @@ class VideoStorage(Protocol):
         """Remove one attempt's stored video: the attempt lost the job, so the record does not name it."""
 
     def remove(self, record: JobRecord) -> None:
-        """Remove every attempt's video of the job."""
+        """Remove every attempt's video of the job, and its checkpoint."""
 
     def has(self, record: JobRecord) -> bool:
         """Whether the record names a video of its own job that can be served."""
 
     def locate(self, record: JobRecord, method: Method = "GET") -> VideoLocation | None:
         """How a client gets the record's video, or None when there is none to get."""
+
+    def save_checkpoint(self, record: JobRecord, data: bytes) -> None:
+        """Keep the job's latest denoising checkpoint (checkpoints.to_bytes), replacing the last one atomically."""
+
+    def load_checkpoint(self, record: JobRecord) -> bytes | None:
+        """The job's latest checkpoint, or None when it has none."""
+
+    def drop_checkpoint(self, record: JobRecord) -> None:
+        """Remove the job's checkpoint, if it has one."""
 
 
 def open_storage(settings: Settings) -> VideoStorage:
@@ -124,6 +136,7 @@ class FolderStorage:
     def remove(self, record: JobRecord) -> None:
         for video in job_videos(self.videos_dir, record.job_id):
             video.unlink(missing_ok=True)
+        self.drop_checkpoint(record)
 
     def has(self, record: JobRecord) -> bool:
         return self.locate(record) is not None
@@ -132,6 +145,26 @@ class FolderStorage:
         """The file, while it is there (a disk cleaned by hand, say, leaves none)."""
         path = recorded_video(self.videos_dir, record.job_id, record.video_path)
         return StoredFile(path) if path is not None and path.is_file() else None
+
+    def save_checkpoint(self, record: JobRecord, data: bytes) -> None:
+        """Written beside, then renamed over the last: a worker killed mid-write leaves the last one whole."""
+        path = self._checkpoint_path(record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    def load_checkpoint(self, record: JobRecord) -> bytes | None:
+        try:
+            return self._checkpoint_path(record).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def drop_checkpoint(self, record: JobRecord) -> None:
+        self._checkpoint_path(record).unlink(missing_ok=True)
+
+    def _checkpoint_path(self, record: JobRecord) -> Path:
+        return self.data_dir / "checkpoints" / checkpoint_name(record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +230,7 @@ class BucketStorage:
                 for listed in page.get("Contents", []):
                     if self._owned(record, listed["Key"]):
                         self.client.delete_object(Bucket=self.url.bucket, Key=listed["Key"])
+            self.client.delete_object(Bucket=self.url.bucket, Key=self._checkpoint_key(record))
 
     def has(self, record: JobRecord) -> bool:
         """Trusts the record: a job is COMPLETED only once its upload succeeded, and its objects go with
@@ -211,6 +245,37 @@ class BucketStorage:
             operation, Params={"Bucket": self.url.bucket, "Key": record.video_path}, ExpiresIn=self.link_ttl_s
         )
         return StoredLink(url)
+
+    def save_checkpoint(self, record: JobRecord, data: bytes) -> None:
+        """One PUT: S3 makes an object visible whole or not at all."""
+        with self._calling("written"):
+            self.client.put_object(Bucket=self.url.bucket, Key=self._checkpoint_key(record), Body=data)
+
+    def load_checkpoint(self, record: JobRecord) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._calling("read"):
+                try:
+                    answer = self.client.get_object(Bucket=self.url.bucket, Key=self._checkpoint_key(record))
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                        return None
+                    raise
+                return bytes(answer["Body"].read())
+        except StorageUnusable as exc:  # rendering from the start is always possible
+            log.warning("job %s: its checkpoint cannot be read; rendering afresh: %s", record.job_id, exc)
+            return None
+
+    def drop_checkpoint(self, record: JobRecord) -> None:
+        try:
+            with self._calling("written"):
+                self.client.delete_object(Bucket=self.url.bucket, Key=self._checkpoint_key(record))
+        except StorageUnusable as exc:
+            log.warning("job %s: its checkpoint stays in the store: %s", record.job_id, exc)
+
+    def _checkpoint_key(self, record: JobRecord) -> str:
+        return f"{self.url.prefix}checkpoints/{checkpoint_name(record)}"
 
     def _calling(self, verb: str) -> contextlib.AbstractContextManager[None]:
         return calling_store(self.url.bucket, verb)
@@ -246,6 +311,13 @@ def _remove_older(paths: Iterable[Path], older_than_s: float) -> int:
                 path.unlink()
                 removed += 1
     return removed
+
+
+def checkpoint_name(record: JobRecord) -> str:
+    """`{job_id}.safetensors`, for a job id as jobs are given: a record edited in Redis names no other file."""
+    if JOB_ID.fullmatch(record.job_id) is None:
+        raise ValueError(f"not a job id: {record.job_id!r}")
+    return f"{record.job_id}.safetensors"
 
 
 def account_folder(account_id: str) -> str:

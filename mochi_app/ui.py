@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Gradio reads these handlers' type hints at runtime.
 
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,7 @@ from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
 from mochi_app.events import account_of, address_of, user_errors
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
+from mochi_app.provenance import read_provenance, request_of
 from mochi_app.public import JobPublic
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest
 from mochi_app.studio import Studio
@@ -126,6 +128,12 @@ class StudioPage:
                 self.reuse_seed = gr.Button("Reuse last seed", size="sm")
             self.fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
         self.generate = gr.Button("Generate", variant="primary")
+        with gr.Accordion("Reproduce a video", open=False):
+            self.reproduce_file = gr.File(
+                label="Drop a studio MP4: the form gets the request it was made with (the file is not kept)",
+                file_types=[".mp4"],
+                type="filepath",
+            )
         self.fields: dict[str, gr.components.Component] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative,
@@ -186,6 +194,7 @@ class StudioPage:
             slider.change(cards.frames_label, [self.num_frames, self.fps], self.duration, **INTERNAL)
         self.preset.change(self.apply_preset, self.preset, [self.steps, self.num_frames], **INTERNAL)
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
+        self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.inputs, self.reproduce_file], **INTERNAL)
         self.then_refresh(
             self.generate.click(
                 self.submit_form,
@@ -280,7 +289,21 @@ class StudioPage:
     @user_errors
     def remix(self, job_id: str, request: gr.Request) -> Shown:
         """The job's request in the form, with its seed kept (and the frames it rendered)."""
-        asked = self.studio.status(self.account(request), job_id).request
+        return self._form_of(self.studio.status(self.account(request), job_id).request)
+
+    @user_errors
+    def reproduce(self, path: str | None) -> Shown:
+        """The request a dropped MP4's record holds, in the form with its seed; the upload is removed at once."""
+        if not path:
+            return {}
+        try:
+            asked = request_of(read_provenance(Path(path)))
+        finally:
+            Path(path).unlink(missing_ok=True)
+        gr.Info("The form holds the request this video was made with: Generate renders it again.")
+        return {**self._form_of(asked), self.reproduce_file: None}
+
+    def _form_of(self, asked: GenerationRequest) -> Shown:
         form: Shown = {self.fields[name]: getattr(asked, name) for name in FORM_FIELDS}
         return {**form, self.num_frames: asked.rendered_num_frames, self.random_seed: False}
 

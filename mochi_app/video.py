@@ -52,8 +52,8 @@ def recorded_video(videos_dir: Path, job_id: str, recorded: str | None) -> Path 
     return videos_dir / name
 
 
-def write_mp4(frames: Frames, path: Path, fps: int) -> None:
-    """Encode `frames` at `fps` to `path` atomically; on any error no file is left behind.
+def write_mp4(frames: Frames, path: Path, fps: int, comment: str | None = None) -> None:
+    """Encode `frames` at `fps` to `path` atomically, tagged with `comment`; on any error no file is left behind.
 
     Raises VideoNotWritten, quoting the reason, when the disk or the folder refuses the file.
     """
@@ -62,7 +62,7 @@ def write_mp4(frames: Frames, path: Path, fps: int) -> None:
     partial = path.with_name(f".{path.stem}.partial.mp4")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _encode(frames, partial, fps)
+        _encode(frames, partial, fps, comment)
         _fsync(partial)
         os.replace(partial, path)
         _fsync(path.parent)
@@ -89,7 +89,7 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def _encode(frames: Frames, path: Path, fps: int) -> None:
+def _encode(frames: Frames, path: Path, fps: int, comment: str | None) -> None:
     """Pipe raw frames through ffmpeg. We run ffmpeg ourselves because imageio-ffmpeg's writer
     never checks its exit status: a full disk would have left a truncated MP4 that looks fine."""
     _, height, width, _ = frames.shape
@@ -101,6 +101,7 @@ def _encode(frames: Frames, path: Path, fps: int) -> None:
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
         "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
         "-movflags", "+faststart",  # the index first, so a browser can play while it downloads
+        *(["-metadata", f"comment={comment}"] if comment is not None else []),
         str(path),
     ]  # fmt: skip
     # A group of its own: a Ctrl-C in the worker's terminal stops the worker gracefully, not this encode.

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from mochi_app.checkpoints import Checkpoint, fingerprint, from_bytes, to_bytes
 from mochi_app.config import Settings
 from mochi_app.loader import (
     GIB,
@@ -21,7 +23,7 @@ from mochi_app.loader import (
     resolve_model,
     use_compile_caches,
 )
-from mochi_app.renderer import MochiRenderer, PromptTooLong, is_out_of_memory, warm_up_shape
+from mochi_app.renderer import Checkpointing, MochiRenderer, PromptTooLong, is_out_of_memory, warm_up_shape
 from mochi_app.schemas import GenerationRequest
 from mochi_app.tiny_model import TINY_MODEL_DIRNAME, build_tiny_pipeline
 from tests.harness import SMALL
@@ -186,3 +188,33 @@ def test_compile_caches_go_to_the_data_folder_unless_set(tmp_path: Path, monkeyp
     use_compile_caches(tmp_path / "compile-cache")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile-cache" / "inductor")
     assert os.environ["TRITON_CACHE_DIR"] == "/operators/own"
+
+
+def test_a_render_resumed_from_a_checkpoint_has_every_pixel_of_the_whole_render(renderer: MochiRenderer) -> None:
+    asked = request(num_frames=13, height=64, width=96, num_inference_steps=8, seed=3)
+    saved: list[Checkpoint] = []
+    whole = renderer.render(asked, lambda step, total: None, Checkpointing(every_steps=3, save=saved.append))
+    assert [checkpoint.step for checkpoint in saved] == [3, 6, 8]  # and always after the last step
+
+    steps: list[int] = []
+    resumed = renderer.render(asked, lambda step, total: steps.append(step), Checkpointing(start=saved[0]))
+    assert steps == [4, 5, 6, 7, 8] and resumed.resumed_from_step == 3
+    assert np.array_equal(resumed.frames, whole.frames)
+    assert "set_timesteps" not in vars(renderer.pipe.scheduler)  # the next job gets the whole schedule
+
+    steps.clear()
+    decoded = renderer.render(asked, lambda step, total: steps.append(step), Checkpointing(start=saved[-1]))
+    assert steps == [] and np.array_equal(decoded.frames, whole.frames)  # denoising done: only the decode ran
+
+
+def test_a_checkpoint_is_used_only_for_its_own_request_and_model(renderer: MochiRenderer) -> None:
+    asked = request(num_frames=7, num_inference_steps=2, seed=5)
+    saved: list[Checkpoint] = []
+    renderer.render(asked, lambda step, total: None, Checkpointing(every_steps=1, save=saved.append))
+    data = to_bytes(saved[0], fingerprint(asked, "tiny"))
+    read = from_bytes(data, fingerprint(asked, "tiny"), "job")
+    assert read is not None and read.step == 1 and torch.equal(read.latents, saved[0].latents)
+    assert from_bytes(data, fingerprint(asked.model_copy(update={"seed": 6}), "tiny"), "job") is None
+    assert from_bytes(data, fingerprint(asked, "genmo/mochi-1-preview"), "job") is None
+    assert from_bytes(data[: len(data) // 2], fingerprint(asked, "tiny"), "job") is None  # torn
+    assert from_bytes(b"", fingerprint(asked, "tiny"), "job") is None

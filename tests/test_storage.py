@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import imageio.v3 as iio
@@ -22,12 +22,19 @@ from redis import Redis
 from mochi_app.config import BucketURL, Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus
-from mochi_app.renderer import Rendering, StepCallback
+from mochi_app.renderer import NO_CHECKPOINTS, Checkpointing, Rendering, StepCallback
 from mochi_app.retention import DAY_S, expire_finished_jobs
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
 from mochi_app.stages import Stage
-from mochi_app.storage import BucketStorage, FolderStorage, VideoNotStored, account_folder, open_storage
+from mochi_app.storage import (
+    BucketStorage,
+    FolderStorage,
+    VideoNotStored,
+    VideoStorage,
+    account_folder,
+    open_storage,
+)
 from mochi_app.studio import Studio
 from mochi_app.tokens import TokenCounter
 from mochi_app.web import create_app
@@ -43,12 +50,16 @@ class StillRenderer:
 
     model_name = "still"
 
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, checkpointing: Checkpointing = NO_CHECKPOINTS
+    ) -> Rendering:
         for step in range(1, request.num_inference_steps + 1):
             on_step(step, request.num_inference_steps)
         ramp = np.linspace(0, 255, request.width, dtype=np.uint8)
         frames = np.broadcast_to(ramp[None, None, :, None], (7, request.height, request.width, 3)).copy()
         return Rendering(frames=frames, denoise_s=0.01, decode_s=0.01)
+
+    made_with: ClassVar[dict[str, Any]] = {"model": {"id": "still", "revision": None}}
 
     def release_memory(self) -> None:
         pass
@@ -258,8 +269,10 @@ class OvertakenRenderer(StillRenderer):
     def __init__(self, queue: JobQueue, job_id: str, winner_key: str) -> None:
         self.queue, self.job_id, self.winner_key = queue, job_id, winner_key
 
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
-        rendering = super().render(request, on_step)
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, checkpointing: Checkpointing = NO_CHECKPOINTS
+    ) -> Rendering:
+        rendering = super().render(request, on_step, checkpointing)
         self.queue.store.update(
             self.job_id,
             lambda r: r.model_copy(
@@ -331,3 +344,41 @@ def test_a_killed_attempts_leftovers_are_swept_and_nothing_younger(tmp_path: Pat
         assert not old_partial.exists() and young_partial.exists() and young_video.exists()
         assert old_video.exists() is finished_stays  # in the videos folder, a finished video is the job's
         assert swept == (1 if finished_stays else 2)
+
+
+def checkpoint_round_trip(videos: VideoStorage, record: JobRecord) -> None:
+    """Saved, replaced whole by the next, read back, and gone with the job."""
+    assert videos.load_checkpoint(record) is None
+    videos.save_checkpoint(record, b"step 4")
+    videos.save_checkpoint(record, b"step 8")
+    assert videos.load_checkpoint(record) == b"step 8"
+    videos.drop_checkpoint(record)
+    assert videos.load_checkpoint(record) is None
+    videos.save_checkpoint(record, b"step 12")
+    videos.remove(record)  # delete and retention
+    assert videos.load_checkpoint(record) is None
+    with pytest.raises(ValueError, match=re.escape("not a job id: '../../etc/passwd'")):
+        videos.save_checkpoint(record.model_copy(update={"job_id": "../../etc/passwd"}), b"")
+
+
+def test_a_checkpoint_in_the_bucket_is_replaced_read_and_removed_with_the_job(
+    bucket_settings: Settings, s3_server: S3Server, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    job = JobQueue(redis, bucket_settings, count_tokens).submit(new_account(), {"prompt": "kept", **TINY})
+    videos = open_storage(bucket_settings)
+    videos.save_checkpoint(job, b"step 4")
+    assert objects(s3_server, bucket_settings) == [f"videos/checkpoints/{job.job_id}.safetensors"]
+    checkpoint_round_trip(videos, job)
+    assert objects(s3_server, bucket_settings) == []
+
+
+def test_a_checkpoint_in_the_data_folder_is_replaced_read_and_removed_with_the_job(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter, tmp_path: Path
+) -> None:
+    settings = replace(settings, data_dir=tmp_path)
+    job = JobQueue(redis, settings, count_tokens).submit(new_account(), {"prompt": "kept", **TINY})
+    videos = open_storage(settings)
+    videos.save_checkpoint(job, b"step 4")
+    assert sorted(path.name for path in settings.checkpoints_dir.iterdir()) == [f"{job.job_id}.safetensors"]
+    checkpoint_round_trip(videos, job)
+    assert list(settings.checkpoints_dir.iterdir()) == []

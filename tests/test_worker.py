@@ -6,6 +6,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import imageio.v2 as imageio
 import pytest
@@ -15,7 +16,7 @@ from rq.timeouts import JobTimeoutException
 from mochi_app.config import Settings
 from mochi_app.queue import JobQueue
 from mochi_app.records import JobRecord, JobStatus
-from mochi_app.renderer import Rendering, StepCallback
+from mochi_app.renderer import NO_CHECKPOINTS, Checkpointing, Rendering, StepCallback
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import open_storage
@@ -168,9 +169,13 @@ class FailingRenderer:
         self.error = error
         self.released = 0
 
-    def render(self, request: GenerationRequest, on_step: StepCallback) -> Rendering:
+    def render(
+        self, request: GenerationRequest, on_step: StepCallback, checkpointing: Checkpointing = NO_CHECKPOINTS
+    ) -> Rendering:
         on_step(1, request.num_inference_steps)
         raise self.error
+
+    made_with: ClassVar[dict[str, Any]] = {"model": {"id": "still", "revision": None}}
 
     def release_memory(self) -> None:
         self.released += 1
