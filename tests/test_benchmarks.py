@@ -166,3 +166,9 @@ def test_storage_benchmark_prints_its_figures() -> None:
     assert set(figures["upload"]["1_mb"]) == {"nanio", "localbucket"}
     assert all(server["median_s"] > 0 for server in figures["upload"]["1_mb"].values())
     assert figures["snapshot"]["jobs"] == 50 and figures["snapshot"]["encoded_bytes"] > 0
+
+
+def test_checkpoints_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("checkpoints", "--steps", "2")
+    assert figures["folder"]["checkpoint_bytes"] > 0 and figures["nanio"]["checkpoint_median_ms"] > 0
+    assert figures["full_size_latents_bytes"] == {"85_frames": 2_289_600, "163_frames": 4_273_920}

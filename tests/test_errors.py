@@ -32,6 +32,7 @@ from mochi_app.errors import (
 )
 from mochi_app.events import user_errors
 from mochi_app.middleware import send_refusal
+from mochi_app.provenance import NoProvenance
 from mochi_app.queue import IdempotencyConflict, TooBusy
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import StorageUnusable
@@ -44,6 +45,7 @@ NOT_THE_WEBS = {
     "mochi_app.loader.ModelUnavailable": "a worker or `generate`: start-up fails with the reason",
     "mochi_app.renderer.PromptTooLong": "a worker: the job FAILs with the message",
     "mochi_app.renderer.OutOfMemory": "a worker: the job FAILs with the message",
+    "mochi_app.renderer.DecodeFailed": "a worker: the decode is tried again on the same latents",
     "mochi_app.download.HubUnreachable": "a worker's first start: its stage FAILED says why",
     "mochi_app.video.VideoNotWritten": "a worker: the job FAILs",
     "mochi_app.webhook_delivery.Refused": "a webhook delivery: its attempt's error, and no retry",
@@ -67,6 +69,7 @@ RAISED = [
     LowOnDisk("less than 1.0 GiB is free for videos"),
     StorageUnusable("the object store's bucket 'videos' cannot be reached (timed out)"),
     RedisConnectionError("Connection refused"),
+    NoProvenance("this video carries no studio record (no comment tag)"),
 ]
 
 
@@ -121,6 +124,7 @@ def rest() -> TestClient:
         (10, 503, {"retry-after": "60"}, "less than 1.0 GiB is free for videos"),
         (11, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
         (12, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
+        (13, 422, {}, "this video carries no studio record (no comment tag)"),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(

@@ -348,7 +348,6 @@ def test_a_killed_attempts_leftovers_are_swept_and_nothing_younger(tmp_path: Pat
 
 def checkpoint_round_trip(videos: VideoStorage, record: JobRecord) -> None:
     """Saved, replaced whole by the next, read back, and gone with the job."""
-    assert videos.load_checkpoint(record) is None
     videos.save_checkpoint(record, b"step 4")
     videos.save_checkpoint(record, b"step 8")
     assert videos.load_checkpoint(record) == b"step 8"
@@ -366,6 +365,7 @@ def test_a_checkpoint_in_the_bucket_is_replaced_read_and_removed_with_the_job(
 ) -> None:
     job = JobQueue(redis, bucket_settings, count_tokens).submit(new_account(), {"prompt": "kept", **TINY})
     videos = open_storage(bucket_settings)
+    assert videos.load_checkpoint(job) is None
     videos.save_checkpoint(job, b"step 4")
     assert objects(s3_server, bucket_settings) == [f"videos/checkpoints/{job.job_id}.safetensors"]
     checkpoint_round_trip(videos, job)
@@ -378,6 +378,7 @@ def test_a_checkpoint_in_the_data_folder_is_replaced_read_and_removed_with_the_j
     settings = replace(settings, data_dir=tmp_path)
     job = JobQueue(redis, settings, count_tokens).submit(new_account(), {"prompt": "kept", **TINY})
     videos = open_storage(settings)
+    assert videos.load_checkpoint(job) is None
     videos.save_checkpoint(job, b"step 4")
     assert sorted(path.name for path in settings.checkpoints_dir.iterdir()) == [f"{job.job_id}.safetensors"]
     checkpoint_round_trip(videos, job)
