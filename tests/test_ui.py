@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from redis import Redis
 
+from benchmarks._common import completed_record
 from mochi_app.config import Settings
+from mochi_app.provenance import provenance
+from mochi_app.schemas import GenerationRequest
 from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
 from mochi_app.ui import FORM_FIELDS, GALLERY_PAGE_SIZE, StudioPage
+from mochi_app.video import write_mp4
 from tests.harness import SMALL
 
 
@@ -125,3 +133,30 @@ def test_a_visitor_who_can_act_for_nobody_sees_how_to_sign_in(page: StudioPage) 
     assert list(changed) == ["job_card"]  # the rest of the page stays as it was
     assert "That API key is not valid" in str(changed["job_card"])
     assert "Signed in as" not in page.who_is_it(stranger)
+
+
+def test_a_dropped_mp4_fills_the_form_with_its_request_and_is_not_kept(page: StudioPage, tmp_path: Path) -> None:
+    made = GenerationRequest(prompt="a heron; at = dawn", negative_prompt="fog", num_frames=31, seed=9, width=160)
+    record = completed_record("someone", made, time.time())
+    dropped = tmp_path / "dropped.mp4"
+    write_mp4(np.zeros((7, 64, 64, 3), np.uint8), dropped, 24, comment=json.dumps(provenance(record, {})))
+    shown = page.reproduce(str(dropped))
+    assert [shown[component] for component in page.inputs] == [
+        "a heron; at = dawn",
+        "fog",
+        31,
+        480,
+        160,
+        64,
+        4.5,
+        9,
+        30,
+        False,
+    ]
+    assert shown[page.reproduce_file] is None and not dropped.exists()
+
+    plain = tmp_path / "plain.mp4"
+    write_mp4(np.zeros((7, 64, 64, 3), np.uint8), plain, 24)
+    with pytest.raises(gr.Error, match="this video carries no studio record"):
+        page.reproduce(str(plain))
+    assert not plain.exists()
