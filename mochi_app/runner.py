@@ -332,7 +332,7 @@ class JobRunner:
     def _resume_point(self, record: JobRecord, valid_for: str) -> Checkpoint | None:
         """The checkpoint an earlier attempt saved, if the record says there is one and it is for this request
         and model; the record then says where this attempt starts."""
-        if record.checkpoint_step is None or not self.settings.checkpoint_every_steps:
+        if record.checkpoint_step is None:  # resuming is free even where this worker saves none
             return None
         data = self.videos.load_checkpoint(record)
         start = None if data is None else from_bytes(data, valid_for, record.job_id)
