@@ -150,6 +150,7 @@ class JobRunner:
                 "status": JobStatus.RUNNING,
                 "started_at": now,
                 "attempts": record.attempts + 1,
+                "resumed_from_step": None,  # until this attempt reads a checkpoint (_resume_point)
                 "worker_id": self.worker_id,
                 "model": self.renderer.model_name,
                 "timings": Timings(queue_wait_s=now - record.created_at),
