@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp, embedded_queue(Path(tmp)) as queue:
-        for depth in (0, 100, 1000):
+        for depth in (0, 1000, 10_000):
             while queue.rq.count < depth:
                 queue.submit(f"backlog-{queue.rq.count % ACCOUNTS}", PARAMS)
             results[f"depth_{depth}"] = summary(submit_ms(queue, args.runs))

@@ -12,13 +12,14 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis as AsyncRedis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mochi_app.budgets import Budget
 from mochi_app.callers import KEY_COOKIE, NotSignedIn
 from mochi_app.errors import ERRORS, AccountNotFound, refusal
 from mochi_app.event_stream import job_events
 from mochi_app.job_events import after_event_id
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
-from mochi_app.public import HealthPublic, JobPagePublic, JobPublic
+from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, QuotePublic
 from mochi_app.queue import SubmitOptions
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import StoredFile, VideoLocation
@@ -60,6 +61,7 @@ class SignInRequest(BaseModel):
 
 class SessionPublic(BaseModel):
     account: str | None = Field(description="who this browser acts for; None when it can act for nobody")
+    budget: Budget | None = Field(default=None, description="the account's GPU time; None when signed in as nobody")
 
 
 def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
@@ -82,6 +84,12 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         job = studio.submit(account, params, request.client.host if request.client else None, options)
         response.headers["Location"] = f"/status/{job.job_id}"
         return job
+
+    @router.post("/quote", openapi_extra=GENERATE_BODY_DOCS)
+    def quote(params: Annotated[dict[str, Any], Body()], account: CurrentAccount) -> QuotePublic:
+        """What a `/generate` with this body would cost in GPU-seconds and when it would start, and the
+        account's balance; validated as `/generate` is, and nothing is queued."""
+        return studio.quote(account, params)
 
     @router.get("/status/{job_id}")
     def status(job_id: str, account: CurrentAccount) -> JobPublic:
@@ -144,12 +152,13 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
             KEY_COOKIE, body.api_key, request.scope, SESSION_MAX_AGE_S, studio.settings.embedded
         )
         response.headers.append(name.decode(), value.decode("latin-1"))
-        return SessionPublic(account=account.name)
+        return SessionPublic(account=account.name, budget=studio.budget(account.name))
 
     @router.get("/session")
     def session(request: Request) -> SessionPublic:
-        """Who this request acts for."""
-        return SessionPublic(account=studio.callers.signed_in_as(request.headers))
+        """Who this request acts for, and its GPU-second balance."""
+        account = studio.callers.signed_in_as(request.headers)
+        return SessionPublic(account=account, budget=studio.budget(account) if account is not None else None)
 
     @router.delete("/session", status_code=204)
     def sign_out(request: Request, response: Response) -> None:

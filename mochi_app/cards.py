@@ -6,8 +6,9 @@ import time
 from html import escape
 
 from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
+from mochi_app.eta import Phase
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.public import JobPublic
+from mochi_app.public import JobPublic, QuotePublic
 from mochi_app.records import JobStatus
 from mochi_app.served_model import ServedModel
 from mochi_app.stages import Stage
@@ -97,6 +98,25 @@ def status_card(job: JobPublic | None) -> str:
     return '<div class="job-card">' + "".join(f"<div>{line}</div>" for line in lines) + "</div>"
 
 
+def quote_label(quote: QuotePublic) -> str:
+    """What the form would cost before it is queued: "About 2 min on the GPU; starts in about 5 min.", and
+    the balance."""
+    run = f"About {_about(quote.estimated_run_s)} on the GPU"
+    if quote.estimated_wait_s is None:
+        start = "it starts once a worker is running"
+    elif quote.estimated_wait_s < 1:
+        start = "it would start now"
+    else:
+        start = f"starts in about {_about(quote.estimated_wait_s)}"
+    text = f"{run}; {start}."
+    budget = quote.budget
+    if budget.left_gpu_s is not None:
+        text += f" {budget.left_gpu_s:.0f} of your {budget.daily_gpu_seconds} GPU-seconds a day left."
+        if not quote.fits_budget:
+            text = f"**Over your budget:** this needs about {quote.estimated_run_s:.0f} GPU-seconds. " + text
+    return text
+
+
 def player(job: JobPublic | None) -> str:
     """The finished video with a download link; nothing until there is one."""
     if job is None or job.download_url is None:
@@ -128,11 +148,14 @@ def gallery_caption(job: JobPublic) -> str:
 def _state_line(job: JobPublic) -> str:
     if job.status is JobStatus.PENDING:
         ahead = job.queue_position
+        starts = f"; starts in about {_about(job.eta_start_s)}" if job.eta_start_s else ""
         if ahead is None or ahead == 0:
-            return "Queued: next in line."
-        return f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead."
+            return f"Queued: next in line{starts}."
+        return f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead{starts}."
     if job.status is JobStatus.RUNNING:
         eta = f", about {_seconds(job.eta_s)} left" if job.eta_s is not None else ""
+        if job.phase is Phase.DECODING:
+            return f"Decoding the video{eta}."
         return f"Step {job.progress.step} of {job.progress.total}{eta}."
     if job.status is JobStatus.COMPLETED:
         took = job.timings.total_s or 0.0
@@ -155,6 +178,16 @@ def _seconds(seconds: float | None) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def _about(seconds: float | None) -> str:
+    """A rough duration: "40 s", "2 min", "1.5 h"."""
+    seconds = seconds or 0.0
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _clip(text: str, length: int) -> str:

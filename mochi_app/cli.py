@@ -8,13 +8,16 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mochi_app.accounts import LOCAL_ACCOUNT
 from mochi_app.config import PRIVATE_UMASK, Settings, SettingsError
 from mochi_app.disk import check_writable
 from mochi_app.logs import configure_logging
 from mochi_app.schemas import GenerationRequest, InvalidRequest
+
+if TYPE_CHECKING:
+    from mochi_app.accounts import AccountStore
 
 log = logging.getLogger("mochi_app")
 
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="take jobs from the queue and render them (one per GPU)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
 
-    accounts = commands.add_parser("accounts", help="create, list and revoke accounts and their API keys")
+    accounts = commands.add_parser("accounts", help="create, list and revoke accounts, their API keys and budgets")
     actions = accounts.add_subparsers(dest="action", required=True, parser_class=_Parser)
     create = actions.add_parser("create", help="a new account; prints its API key (shown only once) last")
     create.add_argument("name", help="1-40 lowercase letters, digits, '-' or '_'")
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_argument("--rotate", action="store_true", help="a new secret; the old one also signs for a day")
     revoke = actions.add_parser("revoke", help="stop an account's key from working (its jobs stay)")
     revoke.add_argument("name")
+    budget = actions.add_parser("set-budget", help="the GPU-seconds an account may use in any 24 h")
+    budget.add_argument("name", help=f"an account's name, {LOCAL_ACCOUNT!r}, or a guest's or Hugging Face id")
+    budget.add_argument("seconds", type=int, help="GPU-seconds in 24 h; 0 for unlimited")
 
     backup = commands.add_parser("backup", help="write every job record and account to one snapshot file")
     backup.add_argument("target", help="a file's path, or s3://BUCKET/KEY (boto3's settings find the store)")
@@ -132,6 +138,8 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
         elif args.action == "revoke":
             store.revoke(args.name)
             print(f"revoked the key of account {args.name}")
+        elif args.action == "set-budget":
+            _set_budget(store, settings, args.name, args.seconds)
         else:
             for account in store.list():
                 state = "revoked" if account.revoked_at is not None else "active"
@@ -140,6 +148,21 @@ def _accounts(parser: argparse.ArgumentParser, settings: Settings, args: argpars
     except AccountError as exc:
         parser.exit(USAGE_ERROR, f"{parser.prog} accounts: error: {exc}\n")
     return 0
+
+
+def _set_budget(store: AccountStore, settings: Settings, name: str, seconds: int) -> None:
+    from mochi_app.accounts import FREE_ACCOUNT_PREFIXES, AccountError
+    from mochi_app.budgets import Budgets
+
+    if name != LOCAL_ACCOUNT and not name.startswith(FREE_ACCOUNT_PREFIXES) and store.get(name) is None:
+        raise AccountError(f"no account named {name!r}")
+    if seconds < 0:
+        raise AccountError(f"a budget is 0 (unlimited) or more GPU-seconds, got {seconds}")
+    budgets = Budgets(store.redis, settings)
+    budgets.set_daily(name, seconds)
+    left = budgets.balance(name).left_gpu_s
+    allowance = "unlimited GPU time" if seconds == 0 else f"{seconds} GPU-seconds in any 24 h ({left:.0f} left now)"
+    print(f"account {name} may now use {allowance}")
 
 
 def _backup_or_restore(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:

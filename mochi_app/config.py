@@ -123,6 +123,10 @@ class Settings:
     max_queued_jobs: int = 100  # waiting jobs in all; past it, submits get 429 until workers catch up
     new_guests_per_hour: int = 30  # new guest accounts one address may be given in an hour
     submits_per_minute: int = 30  # per account
+    # Fair share: an account's GPU time counts against its place in the queue for at most this long.
+    fair_share_window_s: int = 3600
+    daily_gpu_seconds: int = 0  # GPU-seconds per account in any 24 h (0: unlimited); `accounts set-budget` overrides
+    guest_daily_gpu_seconds: int = 900  # the same for the accounts anyone can make (guests, Hugging Face)
     max_request_bytes: int = 64 * 1024
     request_timeout_s: int = 30  # a client has this long to send a whole request, or its connection is closed
     max_connections: int = 1000  # open connections (an open page holds two); past it, new requests get 503
@@ -233,6 +237,9 @@ class Settings:
             max_queued_jobs=read.integer("MOCHI_MAX_QUEUED_JOBS", 100, minimum=1),
             new_guests_per_hour=read.integer("MOCHI_NEW_GUESTS_PER_HOUR", 30, minimum=1),
             submits_per_minute=read.integer("MOCHI_SUBMITS_PER_MINUTE", 30, minimum=1),
+            fair_share_window_s=read.integer("MOCHI_FAIR_SHARE_WINDOW_S", 3600, minimum=1),
+            daily_gpu_seconds=read.integer("MOCHI_DAILY_GPU_SECONDS", 0, minimum=0),
+            guest_daily_gpu_seconds=read.integer("MOCHI_GUEST_DAILY_GPU_SECONDS", 900, minimum=0),
             max_request_bytes=read.integer("MOCHI_MAX_REQUEST_BYTES", 64 * 1024, minimum=1024),
             request_timeout_s=read.integer("MOCHI_REQUEST_TIMEOUT_S", 30, minimum=1),
             max_connections=read.integer("MOCHI_MAX_CONNECTIONS", 1000, minimum=1),

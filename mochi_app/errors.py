@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from mochi_app.budgets import OverBudget
 from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
 from mochi_app.provenance import NoProvenance
@@ -70,6 +71,7 @@ ERRORS: dict[type[Exception], Row] = {
     NotOffered: Row(404),
     IdempotencyConflict: Row(409),
     TooBusy: Row(429),
+    OverBudget: Row(429),
     LowOnDisk: Row(503),
     RedisError: Row(503, detail=QUEUE_UNREACHABLE, retry_after_s=5),
     StorageUnusable: Row(503, detail=STORE_UNREACHABLE, retry_after_s=30),  # its own words are the operator's

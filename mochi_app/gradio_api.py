@@ -53,6 +53,34 @@ def add_api(studio: Studio) -> None:
         return studio.submit(account(request), params, address_of(request)).model_dump(mode="json")
 
     @user_errors
+    def quote(  # noqa: PLR0917 - the API's parameters, in diffusers' order
+        request: gr.Request,
+        prompt: str,
+        negative_prompt: str = DEFAULTS["negative_prompt"],
+        num_frames: int = DEFAULTS["num_frames"],
+        height: int = DEFAULTS["height"],
+        width: int = DEFAULTS["width"],
+        num_inference_steps: int = DEFAULTS["num_inference_steps"],
+        guidance_scale: float = DEFAULTS["guidance_scale"],
+        seed: int | None = None,
+        fps: int = DEFAULTS["fps"],
+    ) -> dict[str, Any]:
+        """What /submit with these parameters would cost in GPU-seconds, when it would start, and your
+        balance; nothing is queued."""
+        params = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "num_frames": num_frames,
+            "height": height,
+            "width": width,
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "seed": seed,
+            "fps": fps,
+        }
+        return studio.quote(account(request), params).model_dump(mode="json")
+
+    @user_errors
     def status(request: gr.Request, job_id: str) -> dict[str, Any]:
         """A job's status, progress, queue position and, once COMPLETED, its download_url."""
         return studio.status(account(request), job_id).model_dump(mode="json")
@@ -72,5 +100,5 @@ def add_api(studio: Studio) -> None:
         """Cancel a pending job, or stop a running one at its next step."""
         return studio.cancel(account(request), job_id).model_dump(mode="json")
 
-    for fn in (submit, status, jobs, cancel):
+    for fn in (submit, quote, status, jobs, cancel):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)  # type: ignore[attr-defined]

@@ -11,7 +11,10 @@ from prometheus_client.registry import Collector
 
 from mochi_app.records import JobStatus
 from mochi_app.tallies import (
+    BUDGET_REFUSALS_TOTAL,
     COUNT_FIELD,
+    GPU_SECONDS_KEY,
+    GPU_SECONDS_TOTAL,
     HISTOGRAMS,
     JOBS_KEY,
     JOBS_TOTAL,
@@ -20,6 +23,7 @@ from mochi_app.tallies import (
     SUM_FIELD,
     JobHistogram,
     bucket_field,
+    metrics_key,
 )
 
 if TYPE_CHECKING:
@@ -38,9 +42,11 @@ class ServiceCollector(Collector):
         with self.queue.redis.pipeline() as pipe:
             pipe.hgetall(JOBS_KEY)
             pipe.get(REQUEUES_KEY)
+            pipe.hgetall(GPU_SECONDS_KEY)
+            pipe.get(metrics_key(BUDGET_REFUSALS_TOTAL))
             for histogram in HISTOGRAMS:
                 pipe.hgetall(histogram.key)
-            jobs, requeues, *histograms = pipe.execute()
+            jobs, requeues, gpu_seconds, refusals, *histograms = pipe.execute()
 
         yield GaugeMetricFamily("mochi_queue_depth", "Jobs waiting on the queue.", value=depth)
         yield GaugeMetricFamily("mochi_live_workers", "Workers registered on the queue and alive.", value=workers)
@@ -58,6 +64,19 @@ class ServiceCollector(Collector):
             REQUEUES_TOTAL,
             "RUNNING jobs put back on the queue: their worker was lost or stopping.",
             value=float(requeues or 0),
+        )
+        used = CounterMetricFamily(
+            GPU_SECONDS_TOTAL,
+            "Seconds jobs held a worker, by whose they were: guest, hugging_face, local or named.",
+            labels=["account_class"],
+        )
+        for account_class, seconds in sorted(_numbers(gpu_seconds).items()):
+            used.add_metric([account_class], seconds)
+        yield used
+        yield CounterMetricFamily(
+            BUDGET_REFUSALS_TOTAL,
+            "Submits refused because their quote was more than the account's GPU-second balance.",
+            value=float(refusals or 0),
         )
         for histogram, fields in zip(HISTOGRAMS, histograms, strict=True):
             yield _family(histogram, _numbers(fields))

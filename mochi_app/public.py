@@ -6,7 +6,9 @@ import time
 
 from pydantic import BaseModel, Field
 
-from mochi_app.records import JobRecord, JobStatus, Progress, Timings, VideoInfo, Webhook
+from mochi_app.budgets import Budget
+from mochi_app.eta import Phase, phase, run_left_s
+from mochi_app.records import CostEstimate, JobRecord, JobStatus, Progress, Timings, VideoInfo, Webhook
 from mochi_app.schemas import GenerationRequest
 from mochi_app.stages import DownloadProgress, Stage
 
@@ -24,7 +26,15 @@ class JobPublic(BaseModel):
     finished_at: float | None
     progress: Progress
     queue_position: int | None = Field(description="jobs ahead of this one while PENDING")
-    eta_s: float | None = Field(description="seconds of denoising left, from the steps measured so far")
+    eta_start_s: float | None = Field(
+        default=None, description="while PENDING, seconds until a worker starts it (None while no worker is live)"
+    )
+    phase: Phase | None = Field(default=None, description="waiting, denoising or decoding; None once it has ended")
+    eta_s: float | None = Field(
+        description="while RUNNING, seconds until the video is done: the steps left at the measured pace, then "
+        "the decode and encode as quoted"
+    )
+    quote: CostEstimate | None = Field(default=None, description="the seconds each phase was predicted to take")
     timings: Timings
     model: str | None
     error: str | None
@@ -42,8 +52,15 @@ class JobPublic(BaseModel):
     webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
 
     @classmethod
-    def of(cls, record: JobRecord, queue_position: int | None = None, has_video: bool = False) -> JobPublic:
-        """The record as its owner sees it, with its queue position and whether its video can be fetched."""
+    def of(
+        cls,
+        record: JobRecord,
+        queue_position: int | None = None,
+        has_video: bool = False,
+        eta_start_s: float | None = None,
+    ) -> JobPublic:
+        """The record as its owner sees it, with its queue position and start estimate, and whether its
+        video can be fetched."""
         return cls(
             job_id=record.job_id,
             status=record.status,
@@ -55,7 +72,10 @@ class JobPublic(BaseModel):
             finished_at=record.finished_at,
             progress=record.progress,
             queue_position=queue_position,
-            eta_s=_eta_s(record),
+            eta_start_s=eta_start_s,
+            phase=phase(record),
+            eta_s=run_left_s(record, time.time()),
+            quote=record.quote,
             timings=record.timings,
             model=record.model,
             error=record.error,
@@ -73,15 +93,6 @@ class JobPublic(BaseModel):
 def download_path(job_id: str) -> str:
     """The URL path (relative to the app's root) that serves a finished job's MP4."""
     return f"/download/{job_id}"
-
-
-def _eta_s(record: JobRecord) -> float | None:
-    """Denoising time left, extrapolated from the steps this run has done so far (a resumed run began later)."""
-    done = record.progress.step - (record.resumed_from_step or 0)
-    if record.status is not JobStatus.RUNNING or record.started_at is None or done <= 0:
-        return None
-    per_step_s = (time.time() - record.started_at) / done
-    return round(per_step_s * (record.progress.total - record.progress.step), 1)
 
 
 class JobPagePublic(BaseModel):
@@ -108,3 +119,17 @@ class HealthPublic(BaseModel):
     workers: list[WorkerStatePublic] = Field(
         default_factory=list, description="each worker's start-up stage, oldest news first"
     )
+
+
+class QuotePublic(BaseModel):
+    """What a request would cost and when it would start, were it submitted now; nothing is queued."""
+
+    estimated_run_s: float = Field(description="GPU-seconds the job is predicted to take, and to be charged")
+    estimated_wait_s: float | None = Field(description="seconds until it would start; None while no worker is live")
+    queue_position: int = Field(description="jobs that would wait ahead of it")
+    live_workers: int
+    cost: CostEstimate = Field(description="the prediction phase by phase")
+    calibrated_on: int = Field(description="completed jobs the prediction is fitted to; 0: the arithmetic alone")
+    budget: Budget = Field(description="the account's GPU time: its allowance, use and balance")
+    fits_budget: bool = Field(description="whether the balance covers the job now")
+    request: GenerationRequest = Field(description="the request as it would be queued (frames snapped)")

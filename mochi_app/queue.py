@@ -10,7 +10,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,17 @@ from rq.job import cancel_job
 from rq.serializers import JSONSerializer
 
 from mochi_app.accounts import FREE_ACCOUNT_PREFIXES
+from mochi_app.budgets import Budget, Budgets
 from mochi_app.config import Settings
+from mochi_app.costs import CostModels
+from mochi_app.eta import run_left_s
+from mochi_app.fair_share import FairShare, Placement, start_in_s
 from mochi_app.guests import address_group
 from mochi_app.rate_limits import wait_s
-from mochi_app.records import JobRecord, JobStatus, Progress
+from mochi_app.records import CostEstimate, JobRecord, JobStatus, Progress
 from mochi_app.rq_layout import RQLayout
 from mochi_app.schemas import CountTokens, GenerationRequest, InvalidRequest
+from mochi_app.served_model import ServedModels
 from mochi_app.store import JobStore, job_key
 from mochi_app.webhooks import WebhookSecrets, subscription
 
@@ -116,29 +121,26 @@ def rate_key(account_id: str, window: int) -> str:
     return f"ratelimit:{account_id}:{window}"
 
 
-def fair_slot(waiting: Sequence[str], owners: Sequence[str], account_id: str) -> str | None:
-    """The queued job id a new job of `account_id` goes in front of, or None for the back.
-
-    Round-robin across accounts: a job's turn is how many of its account's jobs wait ahead of it.
-    The new job's turn is how many of its account's jobs wait; it goes before the first job with
-    a later turn, so it never passes a job whose turn is the same or earlier.
-    """
-    turn = owners.count(account_id)
-    seen: dict[str, int] = {}
-    for job_id, owner in zip(waiting, owners, strict=True):
-        if seen.get(owner, 0) > turn:
-            return job_id
-        seen[owner] = seen.get(owner, 0) + 1
-    return None
-
-
 def rq_queue(redis: Redis, settings: Settings) -> Queue:
     """The RQ queue workers take jobs from; JSON-serialized so Redis never holds pickles."""
     return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
 
 
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What a request would cost, and when it would start, were it submitted now."""
+
+    request: GenerationRequest
+    cost: CostEstimate
+    calibrated_on: int  # the timings the cost model was fitted to; 0: the arithmetic alone
+    queue_position: int  # jobs that would wait ahead of it
+    live_workers: int
+    estimated_wait_s: float | None  # None: no worker is live
+    budget: Budget
+
+
 class JobQueue:
-    """Puts validated requests on the queue and takes them off again."""
+    """Puts validated requests on the queue in fair turns, and takes them off again."""
 
     def __init__(self, redis: Redis, settings: Settings, count_tokens: CountTokens | None = None) -> None:
         self.redis = redis
@@ -147,6 +149,55 @@ class JobQueue:
         self.store = JobStore(redis)
         self.rq = rq_queue(redis, settings)
         self.layout = RQLayout(self.rq)
+        self.fair = FairShare(redis, self.layout, settings.queue_name, settings.fair_share_window_s)
+        self.costs = CostModels(redis, settings.queue_name, settings.limits.gpu_tflops)
+        self.models = ServedModels(redis, settings.queue_name)
+        self.budgets = Budgets(redis, settings)
+
+    def estimate(self, request: GenerationRequest) -> tuple[CostEstimate, int]:
+        """The request's predicted seconds on the workers now serving, and how many timings back it."""
+        card = self.models.current()
+        fitted = self.costs.current(card.cost_profile if card else None, card.is_tiny if card else False)
+        return fitted.estimate(request), fitted.samples
+
+    def quote(self, account_id: str, params: Mapping[str, Any]) -> Quote:
+        """What submitting `params` now would cost and when it would start; validated as a submit is
+        (InvalidRequest), and nothing is written."""
+        request = self._parse(params)
+        cost, samples = self.estimate(request)
+        now = time.time()
+        workers = self.live_workers()
+        placement = self.fair.place(self.redis, account_id, cost.run_s, workers, now)
+        return Quote(
+            request=request,
+            cost=cost,
+            calibrated_on=samples,
+            queue_position=placement.position,
+            live_workers=workers,
+            estimated_wait_s=self.start_in_s(placement.position, workers, now),
+            budget=self.budgets.balance(account_id, now),
+        )
+
+    def start_in_s(self, position: int, workers: int | None = None, now: float | None = None) -> float | None:
+        """Seconds until a job with `position` jobs ahead of it starts, by their quotes and the running
+        jobs' progress; None while no worker is live."""
+        workers = self.live_workers() if workers is None else workers
+        if workers == 0:
+            return None
+        moment = time.time() if now is None else now
+        running = [
+            left
+            for record in self.store.get_many(sorted(self.layout.taken()))
+            if (left := run_left_s(record, moment)) is not None
+        ]
+        return start_in_s(running, self.fair.costs_ahead(self.redis, position), workers)
+
+    def _parse(self, params: Mapping[str, Any]) -> GenerationRequest:
+        return GenerationRequest.parse(
+            {name: value for name, value in params.items() if name not in WEBHOOK_FIELDS},
+            self.settings.limits,
+            self.count_tokens,
+        )
 
     def submit(
         self,
@@ -164,11 +215,7 @@ class JobQueue:
         """
         options = options or SubmitOptions()
         webhook = subscription(params, self.settings.webhook_allow_private)
-        request = GenerationRequest.parse(
-            {name: value for name, value in params.items() if name not in WEBHOOK_FIELDS},
-            self.settings.limits,
-            self.count_tokens,
-        )
+        request = self._parse(params)
         if webhook is not None and WebhookSecrets(self.redis).get(account_id) is None:
             raise InvalidRequest(
                 {"webhook_url": "this account has no webhook secret yet: an operator makes one with "
@@ -187,15 +234,17 @@ class JobQueue:
             progress=Progress(total=request.num_inference_steps),
             deadline=None if cancel_after_s is None else now + cancel_after_s,
             webhook=webhook,
+            quote=self.estimate(request)[0],
         )
         claim = None if once is None else (idempotency_key(account_id, once), _body_digest(params))
         if claim is not None and (earlier := self._earlier_submit(self.redis, *claim)) is not None:
             return earlier  # a retry: no second job, and no submit counted
         self._count_submit(account_id)
+        workers = self.live_workers()
         for attempt in range(SUBMIT_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
-                    stored = self._enqueue_fairly(pipe, record, claim)
+                    stored = self._enqueue_fairly(pipe, record, workers, claim)
                 except WatchError:
                     # Submitters that collided retry at random moments, so the same ones do not collide again.
                     time.sleep(random.uniform(0, RETRY_JITTER_S * (attempt + 1)))
@@ -224,33 +273,46 @@ class JobQueue:
             return None
         return JobRecord.model_validate_json(earlier)
 
-    def _enqueue_fairly(self, pipe: Pipeline, record: JobRecord, claim: tuple[str, str] | None = None) -> JobRecord:
-        """Record and enqueue in one transaction, in the account's round-robin slot; returns the job stored.
+    def _enqueue_fairly(
+        self, pipe: Pipeline, record: JobRecord, workers: int, claim: tuple[str, str] | None = None
+    ) -> JobRecord:
+        """Record and enqueue in one transaction, in the account's fair place; returns the job stored.
 
-        WATCHes the queue, so a worker taking a job meanwhile makes the caller retry, and the idempotency
+        WATCHes the queue, so a worker taking a job meanwhile makes the caller retry; the account's last
+        tag and balance, so two racing submits of one account cannot both spend them; and the idempotency
         key, so of two racing submits with one key exactly one makes a job and the other returns it.
         """
-        pipe.watch(self.layout.waiting_key, *([claim[0]] if claim else []))  # type: ignore[no-untyped-call]
+        account_id = record.account_id
+        watched = [self.layout.waiting_key, self.fair.last_tag_key(account_id), *self.budgets.watched(account_id)]
+        pipe.watch(*watched, *([claim[0]] if claim else []))  # type: ignore[no-untyped-call]
         if claim is not None and (earlier := self._earlier_submit(pipe, *claim)) is not None:
             pipe.reset()
             return earlier
-        waiting = self.layout.waiting(pipe)
-        submitters = self._submitters(pipe, waiting)
-        owners = [owner for owner, _ in submitters]
+        mine_key = self.fair.account_key(account_id)
+        here_key = self._address_key(record)
+        mine, mine_gone = self.fair.waiting_in(pipe, mine_key)
+        here, here_gone = self.fair.waiting_in(pipe, here_key) if here_key else (0, [])
         try:
-            self._check_room(record, owners, [address for _, address in submitters])
-        except TooBusy:
+            self._check_room(record, int(pipe.llen(self.layout.waiting_key)), mine, here)
+            self.budgets.check(account_id, record.quote.run_s if record.quote else 0.0, time.time(), pipe)
+        except Exception:
             # Refuse only on what was true all along: an empty transaction fails (WatchError, so the caller
             # reads again) if a racing submit changed the queue or made this key's job since we looked.
             pipe.multi()
             pipe.execute()
             raise
-        pivot = fair_slot(waiting, owners, record.account_id)
+        cost_s = record.quote.run_s if record.quote else 0.0
+        placement: Placement = self.fair.place(pipe, account_id, cost_s, workers, time.time())
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)
         self.push(pipe, record.job_id)
-        if pivot is not None:
-            self.layout.move_before(pipe, record.job_id, pivot)
+        if placement.pivot is not None:
+            self.layout.move_before(pipe, record.job_id, placement.pivot)
+        self.fair.add(pipe, record, placement, here_key)
+        self.fair.drop(pipe, mine_key, mine_gone)
+        if here_key:
+            self.fair.drop(pipe, here_key, here_gone)
+        self.budgets.hold(pipe, record)
         if claim is not None:
             pipe.set(claim[0], json.dumps({"body": claim[1], "job_id": record.job_id}), ex=IDEMPOTENCY_TTL_S)
         pipe.execute()
@@ -269,43 +331,37 @@ class JobQueue:
             at_front=at_front,
             pipeline=pipe,
         )
+        if at_front:
+            self.fair.untag(pipe, job_id)
 
-    def _check_room(self, record: JobRecord, owners: list[str], addresses: list[str | None]) -> None:
-        """TooBusy when the queue is full, or the account or (for accounts anyone can make) its address
-        has as many jobs waiting as it may."""
+    def _address_key(self, record: JobRecord) -> str | None:
+        """The index of the jobs waiting from the job's address, if it counts against its address's limit:
+        jobs of accounts anyone can make do."""
+        if record.address is None or not record.account_id.startswith(FREE_ACCOUNT_PREFIXES):
+            return None
+        return self.fair.address_key(record.address)
+
+    def _check_room(self, record: JobRecord, waiting: int, mine: int, here: int) -> None:
+        """TooBusy when the queue is full (`waiting` jobs), or the account (`mine`) or, for accounts anyone
+        can make, its address (`here`) has as many jobs waiting as it may."""
         settings = self.settings
-        if len(owners) >= settings.max_queued_jobs:
+        if waiting >= settings.max_queued_jobs:
             raise TooBusy(
-                f"the queue is full: {len(owners)} jobs are waiting, the most it takes. Try again in a few minutes.",
+                f"the queue is full: {waiting} jobs are waiting, the most it takes. Try again in a few minutes.",
                 retry_after_s=60,
             )
-        mine = owners.count(record.account_id)
         if mine >= settings.max_pending_jobs:
             raise TooBusy(
                 f"you have {mine} jobs waiting; the limit is {settings.max_pending_jobs} per account. "
                 "Wait for one to start, or cancel one.",
                 retry_after_s=5,
             )
-        if record.address is None or not record.account_id.startswith(FREE_ACCOUNT_PREFIXES):
-            return
-        here = sum(
-            1
-            for owner, address in zip(owners, addresses, strict=True)
-            if address == record.address and owner.startswith(FREE_ACCOUNT_PREFIXES)
-        )
-        if here >= settings.max_pending_jobs_per_address:
+        if self._address_key(record) is not None and here >= settings.max_pending_jobs_per_address:
             raise TooBusy(
                 f"{here} jobs from your address are waiting; the limit is {settings.max_pending_jobs_per_address} "
                 "per address for guests. Wait for one to start, or sign in with an API key.",
                 retry_after_s=5,
             )
-
-    @staticmethod
-    def _submitters(pipe: Pipeline, job_ids: list[str]) -> list[tuple[str, str | None]]:
-        """Each waiting job's account and address."""
-        raws = pipe.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []
-        records = [json.loads(raw) if raw is not None else {} for raw in raws]
-        return [(record.get("account_id", ""), record.get("address")) for record in records]
 
     def _count_submit(self, account_id: str) -> None:
         """At most `submits_per_minute` submits per account in each minute."""

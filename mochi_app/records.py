@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from mochi_app.schemas import GenerationRequest
 
@@ -38,6 +38,26 @@ class Timings(BaseModel):
     encode_s: float | None = None
     upload_s: float | None = None  # into the object store (MOCHI_STORAGE_URL); about 0 in the videos folder
     total_s: float | None = None
+
+
+class CostEstimate(BaseModel):
+    """Predicted seconds of each phase of one job on one worker."""
+
+    text_encode_s: float = Field(description="text encoding and set-up, before the first step")
+    denoise_s: float = Field(description="the denoising steps")
+    decode_s: float = Field(description="the VAE decode")
+    encode_s: float = Field(description="writing the MP4")
+    other_s: float = Field(description="uploading and recording the result")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def run_s(self) -> float:
+        """The whole job on the worker: what it is charged, and what it holds a GPU for."""
+        return round(self.text_encode_s + self.denoise_s + self.decode_s + self.encode_s + self.other_s, 3)
+
+    @property
+    def after_denoise_s(self) -> float:
+        return self.decode_s + self.encode_s + self.other_s
 
 
 class VideoInfo(BaseModel):
@@ -99,3 +119,12 @@ class JobRecord(BaseModel):
     checkpoint_step: int | None = None  # the last step whose latents were saved (MOCHI_CHECKPOINT_EVERY_STEPS)
     resumed_from_step: int | None = None  # this attempt went on from that checkpoint; None: from step 0
     decode_retries: int = 0  # decodes tried again on the saved latents after a failed one
+    quote: CostEstimate | None = None  # what the cost model predicted at submit (costs.py)
+    denoised_at: float | None = None  # when this attempt's last step ended: decoding since
+
+    @property
+    def run_s(self) -> float:
+        """Seconds its last run held a worker: what the account is charged (0 for a job that never started)."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, self.finished_at - self.started_at)

@@ -55,6 +55,7 @@ class Recovery:
                 "model": None,
                 "attempts": record.attempts if lost else record.attempts - 1,
                 "progress": record.progress.model_copy(update={"step": 0}),
+                "denoised_at": None,
             }
             return record.model_copy(update=restart)
 

@@ -32,8 +32,8 @@ class RQLayout:
         return [_text(raw) for raw in cast(list[bytes], client.lrange(self.waiting_key, 0, -1))]
 
     def move_before(self, pipe: Pipeline, job_id: str, pivot: str) -> None:
-        """Move the just-enqueued `job_id` to stand before `pivot` (fair share's slot)."""
-        pipe.lrem(self.waiting_key, 1, job_id)
+        """Move the just-enqueued `job_id` (last on the list) to stand before `pivot` (fair share's place)."""
+        pipe.lrem(self.waiting_key, -1, job_id)  # from the tail, where it stands: no walk of the list
         pipe.linsert(self.waiting_key, "BEFORE", pivot, job_id)
 
     def drop_waiting(self, pipe: Pipeline, job_id: str) -> None:

@@ -15,11 +15,12 @@ from rq.timeouts import JobTimeoutException
 
 from mochi_app.checkpoints import Checkpoint, fingerprint, from_bytes, to_bytes
 from mochi_app.config import Settings
+from mochi_app.costs import profile_name
 from mochi_app.provenance import provenance
 from mochi_app.queue import JobQueue, past_deadline
 from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
 from mochi_app.recovery import Recovery
-from mochi_app.renderer import NO_CHECKPOINTS, Checkpointing, OutOfMemory, PromptTooLong, Rendering, StepCallback
+from mochi_app.renderer import NO_CHECKPOINTS, TINY, Checkpointing, OutOfMemory, PromptTooLong, Rendering, StepCallback
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import StorageUnusable, VideoStorage
 from mochi_app.store import JobStore
@@ -112,6 +113,7 @@ class JobRunner:
             rendered = True
             ended = record.status.is_terminal
             if record.status is JobStatus.COMPLETED and record.worker_id == self.worker_id:
+                self._calibrate(record)
                 peak = record.peak_gpu_memory_bytes
                 memory = f", peak GPU memory {peak / 2**30:.1f} GiB" if peak is not None else ""
                 log.info("job %s: completed in %.1f s%s", job_id, record.timings.total_s or 0.0, memory)
@@ -151,6 +153,7 @@ class JobRunner:
                 "started_at": now,
                 "attempts": record.attempts + 1,
                 "resumed_from_step": None,  # until this attempt reads a checkpoint (_resume_point)
+                "denoised_at": None,
                 "worker_id": self.worker_id,
                 "model": self.renderer.model_name,
                 "timings": Timings(queue_wait_s=now - record.created_at),
@@ -235,6 +238,14 @@ class JobRunner:
         self.videos.drop(record, video)
         return finished or record
 
+    def _calibrate(self, record: JobRecord) -> None:
+        """Add the job's timings to this worker's cost profile, so the next quotes learn from them."""
+        profile = profile_name(self.renderer.model_name, self.renderer.made_with)
+        try:
+            self.queue.costs.observe(record, profile, self.renderer.model_name == TINY)
+        except RedisError as exc:  # the quotes stay as they were; the video is recorded
+            log.warning("job %s: its timings were not added to the cost model: %s", record.job_id, exc)
+
     def _timed_out(self, exc: BaseException, started: float) -> bool:
         """RQ's time limit arrives as a signal-raised JobTimeoutException wherever the job is, and
         code it lands in may wrap it (pydantic's serializer does): so also trust the clock."""
@@ -265,6 +276,7 @@ class JobRunner:
                     "progress": current.progress.model_copy(update={"step": step}),
                     "steps_run": current.steps_run + 1,
                     "checkpoint_step": saved[-1] if saved else current.checkpoint_step,
+                    "denoised_at": time.time() if step == total else None,
                 }
                 return current.model_copy(update=update)
 

@@ -17,6 +17,7 @@ class ServedModel(BaseModel):
     name: str
     is_tiny: bool
     tokenizer_sha256: str
+    cost_profile: str | None = None  # whose timings its quotes come from (costs.profile_name)
 
 
 def served_model_key(queue_name: str) -> str:
@@ -27,10 +28,12 @@ def tokenizer_key(sha256: str) -> str:
     return f"tokenizer:{sha256}"
 
 
-def publish_served_model(redis: Redis, queue_name: str, name: str, is_tiny: bool, tokenizer_json: str) -> ServedModel:
+def publish_served_model(  # noqa: PLR0917 - the card's fields
+    redis: Redis, queue_name: str, name: str, is_tiny: bool, tokenizer_json: str, cost_profile: str | None = None
+) -> ServedModel:
     """Called by each worker once its model is loaded; the tokenizer is stored once per content."""
     sha256 = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-    card = ServedModel(name=name, is_tiny=is_tiny, tokenizer_sha256=sha256)
+    card = ServedModel(name=name, is_tiny=is_tiny, tokenizer_sha256=sha256, cost_profile=cost_profile)
     with redis.pipeline() as pipe:
         pipe.set(tokenizer_key(sha256), tokenizer_json)
         pipe.set(served_model_key(queue_name), card.model_dump_json())

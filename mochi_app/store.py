@@ -10,6 +10,7 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
+from mochi_app.budgets import record_usage
 from mochi_app.guests import GUEST_PREFIX
 from mochi_app.job_events import events_key, record_event
 from mochi_app.records import JobRecord, JobStatus
@@ -74,6 +75,7 @@ class JobStore:
         pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
         record_change(pipe, None, record)
         record_event(pipe, None, record)
+        record_usage(pipe, None, record)
         if pipeline is None:
             pipe.execute()
 
@@ -132,6 +134,7 @@ class JobStore:
                 pipe.zrem(FINISHED_KEY, job_id)
                 pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             record_change(pipe, current.status, changed)
+            record_usage(pipe, current.status, changed)
             record_event(pipe, current, changed)
             record_webhook(pipe, current, changed)
             if along_with is not None:

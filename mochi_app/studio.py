@@ -11,11 +11,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from mochi_app.accounts import AccountStore
+from mochi_app.budgets import Budget
 from mochi_app.callers import Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
 from mochi_app.errors import JobConflict, JobNotFound
-from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, WorkerStatePublic
+from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, QuotePublic, WorkerStatePublic
 from mochi_app.queue import JobQueue, SubmitOptions
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import remove_job
@@ -54,6 +55,25 @@ class Studio:
         and LowOnDisk when the server is nearly out of space. See JobQueue.submit for `options`."""
         check_free_space(self.settings)
         return self.public(self.queue.submit(account_id, params, address, options))
+
+    def quote(self, account_id: str, params: Mapping[str, Any]) -> QuotePublic:
+        """What `params` would cost the account and when they would start; InvalidRequest as a submit would."""
+        quote = self.queue.quote(account_id, params)
+        left = quote.budget.left_gpu_s
+        return QuotePublic(
+            estimated_run_s=quote.cost.run_s,
+            estimated_wait_s=quote.estimated_wait_s,
+            queue_position=quote.queue_position,
+            live_workers=quote.live_workers,
+            cost=quote.cost,
+            calibrated_on=quote.calibrated_on,
+            budget=quote.budget,
+            fits_budget=left is None or quote.cost.run_s <= left,
+            request=quote.request,
+        )
+
+    def budget(self, account_id: str) -> Budget:
+        return self.queue.budgets.balance(account_id)
 
     def record(self, account_id: str, job_id: str) -> JobRecord:
         """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""
@@ -131,7 +151,8 @@ class Studio:
     def public(self, record: JobRecord) -> JobPublic:
         """The job as REST, the event stream and the Gradio API show it (its queue position read now)."""
         position = self.queue.position(record.job_id) if record.status is JobStatus.PENDING else None
-        return JobPublic.of(record, position, self._has_video(record))
+        start_in_s = self.queue.start_in_s(position) if position is not None else None
+        return JobPublic.of(record, position, self._has_video(record), start_in_s)
 
     def _has_video(self, record: JobRecord) -> bool:
         return record.status is JobStatus.COMPLETED and self.videos.has(record)

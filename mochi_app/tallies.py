@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from redis.client import Pipeline
 
+from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
+from mochi_app.guests import GUEST_PREFIX
 from mochi_app.records import JobRecord, JobStatus
 
 METRICS_KEY_PREFIX = "metrics:"
@@ -29,6 +31,11 @@ def metrics_key(name: str) -> str:
 
 
 JOBS_TOTAL = "mochi_jobs_total"
+GPU_SECONDS_TOTAL = "mochi_gpu_seconds_total"
+GPU_SECONDS_KEY = metrics_key(GPU_SECONDS_TOTAL)  # a hash: account class -> seconds jobs held a worker
+BUDGET_REFUSALS_TOTAL = "mochi_budget_refusals_total"  # counted by budgets.Budgets.check
+# Actual over quoted run time: 1 is a perfect quote, 2 took twice as long as quoted.
+RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 REQUEUES_TOTAL = "mochi_job_requeues_total"
 JOBS_KEY = metrics_key(JOBS_TOTAL)  # a hash: status -> jobs that reached it
 REQUEUES_KEY = metrics_key(REQUEUES_TOTAL)  # a counter: RUNNING jobs put back on the queue
@@ -86,6 +93,13 @@ HISTOGRAMS = (
         lambda record: record.timings.total_s,
     ),
     JobHistogram(
+        "mochi_quote_error_ratio",
+        "Seconds a completed job ran over the seconds its quote predicted (1: exact).",
+        RATIO_BUCKETS,
+        JobStatus.COMPLETED,
+        lambda record: record.run_s / record.quote.run_s if record.quote and record.quote.run_s > 0 else None,
+    ),
+    JobHistogram(
         "mochi_job_peak_gpu_memory_bytes",
         "Most CUDA memory the render held, per completed job on a GPU (none on a CPU).",
         BYTES_BUCKETS,
@@ -108,10 +122,21 @@ def record_change(pipe: Pipeline, before: JobStatus | None, after: JobRecord) ->
         pipe.incr(REQUEUES_KEY)
         return
     pipe.hincrby(JOBS_KEY, after.status.value, 1)
+    if after.status.is_terminal and after.run_s > 0:
+        pipe.hincrbyfloat(GPU_SECONDS_KEY, account_class(after.account_id), after.run_s)
     for histogram in HISTOGRAMS:
         value = histogram.value(after) if histogram.reached is after.status else None
         if value is not None:
             histogram.observe(pipe, value)
+
+
+def account_class(account_id: str) -> str:
+    """The metrics' label for whose a job is: guest, hugging_face, local or named."""
+    if account_id.startswith(GUEST_PREFIX):
+        return "guest"
+    if account_id.startswith(HUGGING_FACE_PREFIX):
+        return "hugging_face"
+    return "local" if account_id == LOCAL_ACCOUNT else "named"
 
 
 def bucket_field(bound: float) -> str:

@@ -17,7 +17,7 @@ from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
 from mochi_app.provenance import read_provenance, request_of
 from mochi_app.public import JobPublic
-from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest
+from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest
 from mochi_app.studio import Studio
 
 GALLERY_PAGE_SIZE = 6
@@ -73,6 +73,7 @@ class StudioPage:
         ]
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+        blocks.load(self.quote_form, self.inputs, self.quote, **INTERNAL)
         self.timer.tick(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
         self._wire_form()
         self._wire_jobs()
@@ -127,6 +128,7 @@ class StudioPage:
                 self.seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                 self.reuse_seed = gr.Button("Reuse last seed", size="sm")
             self.fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
+        self.quote = gr.Markdown("", elem_classes="quote")
         self.generate = gr.Button("Generate", variant="primary")
         with gr.Accordion("Reproduce a video", open=False):
             self.reproduce_file = gr.File(
@@ -194,6 +196,9 @@ class StudioPage:
             slider.change(cards.frames_label, [self.num_frames, self.fps], self.duration, **INTERNAL)
         self.preset.change(self.apply_preset, self.preset, [self.steps, self.num_frames], **INTERNAL)
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
+        controls: list[Any] = self.inputs  # each a form control, all of which have .change
+        for control in controls:
+            control.change(self.quote_form, self.inputs, self.quote, trigger_mode="always_last", **INTERNAL)
         self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.inputs, self.reproduce_file], **INTERNAL)
         self.then_refresh(
             self.generate.click(
@@ -202,7 +207,7 @@ class StudioPage:
                 [self.followed, self.last_seed, self.seed, self.cursors],
                 api_visibility="private",
                 concurrency_limit=None,
-            )
+            ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
         )
 
     def count_tokens(self, text: str) -> str:
@@ -213,6 +218,18 @@ class StudioPage:
             return cards.tokens_label(self.studio.models.count_tokens(text.strip()), limit)
         except RedisError:
             return cards.tokens_label(None, limit)
+
+    def quote_form(self, request: gr.Request, *values: Any) -> str:
+        """The form's cost and start as the page shows them before Generate (`values` as submit_form's)."""
+        *fields, _ = values
+        params = dict(zip(FORM_FIELDS, fields, strict=True))
+        params["prompt"] = params["prompt"] or "a prompt"  # what it costs does not depend on the words
+        try:
+            return cards.quote_label(self.studio.quote(self.account(request), params))
+        except InvalidRequest as exc:
+            return cards.sentence(str(exc))
+        except (NotSignedIn, RedisError):
+            return ""
 
     def apply_preset(self, name: str) -> tuple[int, int]:
         steps, frames = PRESETS[name]

@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 
 from mochi_app.config import Settings
 from mochi_app.connections import connect
+from mochi_app.costs import profile_name
 from mochi_app.liveness import Heartbeat
 from mochi_app.loader import load_renderer
 from mochi_app.logs import job_logging
@@ -81,8 +82,9 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     try:
         videos = open_storage(settings)
         renderer = _start(settings, reporter, videos)
+        profile = profile_name(renderer.model_name, renderer.made_with)
         publish_served_model(
-            redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json()
+            redis, settings.queue_name, renderer.model_name, renderer.is_tiny, renderer.tokenizer_json(), profile
         )
         reporter(Stage.READY, f"{renderer.model_name} on {renderer.device}")
         _serve(settings, redis, renderer, videos, name, burst=burst)

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 import mochi_app
 from mochi_app.api import install_error_handlers
+from mochi_app.budgets import OverBudget
 from mochi_app.callers import NotSignedIn
 from mochi_app.disk import LowOnDisk
 from mochi_app.errors import (
@@ -70,6 +71,7 @@ RAISED = [
     StorageUnusable("the object store's bucket 'videos' cannot be reached (timed out)"),
     RedisConnectionError("Connection refused"),
     NoProvenance("this video carries no studio record (no comment tag)"),
+    OverBudget("this job needs about 40 GPU-seconds and you have 12 of your 900 left for now", retry_after_s=3600),
 ]
 
 
@@ -125,6 +127,7 @@ def rest() -> TestClient:
         (11, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
         (12, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
         (13, 422, {}, "this video carries no studio record (no comment tag)"),
+        (14, 429, {"retry-after": "3600"}, "this job needs about 40 GPU-seconds and you have 12 of your 900 left for now"),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(

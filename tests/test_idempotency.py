@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from mochi_app.config import Settings
+from mochi_app.fair_share import FairShare
 from mochi_app.queue import DEADLINE_MISSED, JobQueue, SubmitOptions
 from mochi_app.records import JobStatus
-from mochi_app.rq_layout import RQLayout
 from mochi_app.runner import JobRunner
 from mochi_app.schemas import InvalidRequest
 from mochi_app.storage import open_storage
@@ -169,13 +169,13 @@ def test_a_submit_that_races_its_own_key_at_the_limit_returns_the_job_not_a_refu
     tight = replace(settings, max_pending_jobs=1)
     ours, theirs = JobQueue(redis, tight, count_tokens), JobQueue(Redis.from_url(settings.redis_url or ""), tight)
     landed: list[str] = []
-    waiting = RQLayout.waiting
+    waiting_in = FairShare.waiting_in
 
-    def racing(layout: RQLayout, client: Any) -> list[str]:
-        if layout is ours.layout and not landed:
+    def racing(fair: FairShare, client: Any, key: str) -> tuple[int, list[str]]:
+        if fair is ours.fair and not landed:
             landed.append(theirs.submit(account, PARAMS, options=options).job_id)
-        return waiting(layout, client)
+        return waiting_in(fair, client, key)
 
-    monkeypatch.setattr(RQLayout, "waiting", racing)
+    monkeypatch.setattr(FairShare, "waiting_in", racing)
     assert ours.submit(account, PARAMS, options=options).job_id == landed[0]
     assert redis.zcard(account_jobs_key(account)) == 1

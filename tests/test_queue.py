@@ -11,7 +11,7 @@ import pytest
 from redis import Redis
 
 from mochi_app.config import Settings
-from mochi_app.queue import JobQueue, TooBusy, fair_slot
+from mochi_app.queue import JobQueue, TooBusy
 from mochi_app.records import JobStatus
 from mochi_app.schemas import InvalidRequest
 from tests.harness import SMALL, new_account
@@ -77,13 +77,6 @@ def test_cancelling_twice_or_an_unknown_job(job_queue: JobQueue) -> None:
     first = job_queue.cancel(record.job_id)
     assert job_queue.cancel(record.job_id) == first
     assert job_queue.cancel(str(uuid.uuid4())) is None
-
-
-def test_fair_slot_takes_turns_across_accounts() -> None:
-    assert fair_slot([], [], "b") is None
-    assert fair_slot(["a1", "a2", "a3"], ["a", "a", "a"], "b") == "a2"
-    assert fair_slot(["a1", "b1", "a2", "a3"], ["a", "b", "a", "a"], "b") == "a3"
-    assert fair_slot(["a1", "a2"], ["a", "a"], "a") is None
 
 
 def test_a_new_account_goes_ahead_of_a_long_backlog(job_queue: JobQueue) -> None:

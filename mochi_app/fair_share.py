@@ -1,0 +1,166 @@
+"""Fair share by predicted GPU time: where a new job goes in the queue, and the index that finds it cheaply.
+
+Virtual clock queuing: each waiting job carries a tag, its account's virtual finish time. A job's tag is
+
+    tag = min(max(now, account's last tag), now + MOCHI_FAIR_SHARE_WINDOW_S) + predicted_run_s / live_workers
+
+and the queue is kept in tag order. An account that used little GPU time lately has a last tag in the past,
+so its job is tagged `now + cost` and goes ahead of one whose last tag lies far ahead; the debt an account
+carries forward decays one second per second and never exceeds the window. A job is passed only by jobs
+tagged lower, and every later job is tagged above the moment it was submitted, so nothing passes a job once
+the clock has reached its tag: no job starves, and the place a job was promised can only move back while
+its tag is in the future. Jobs put back at the front (a lost or stopping worker's) carry no tag and stay there.
+
+The index (`fair:{queue}:*`) is written at submit and read at the next ones; it is never the truth about
+which jobs wait (the records and RQ's list are), so entries of jobs that left are dropped as they are met.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from redis import Redis
+from redis.client import Pipeline
+
+from mochi_app.records import JobRecord, JobStatus
+from mochi_app.rq_layout import RQLayout
+from mochi_app.store import job_key
+
+PIVOT_BATCH = 16  # tagged jobs read at a time while looking for the first one still on the list
+SWEEP_LOWEST = 8  # each submit checks this many of the lowest tags: the jobs workers took last
+Reader = Redis | Pipeline
+
+
+def _ids(raws: object) -> list[str]:
+    """Job ids as Redis answers them (bytes), as text."""
+    return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in cast(list[bytes | str], raws)]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a job would go: its tag, the waiting job it goes before (None: the back) and how many are ahead."""
+
+    tag: float
+    pivot: str | None
+    position: int
+    gone: list[str] = field(default_factory=list)  # index entries of jobs no longer waiting, to drop
+
+
+class FairShare:
+    """One queue's fair-share index in Redis."""
+
+    def __init__(self, redis: Redis, layout: RQLayout, queue_name: str, window_s: int) -> None:
+        self.redis = redis
+        self.layout = layout
+        self.window_s = window_s
+        prefix = f"fair:{queue_name}"
+        self.tags_key = f"{prefix}:tags"  # sorted set: waiting job id -> tag
+        self.costs_key = f"{prefix}:costs"  # hash: waiting job id -> predicted run seconds
+        self._prefix = prefix
+
+    def last_tag_key(self, account_id: str) -> str:
+        return f"{self._prefix}:last:{account_id}"
+
+    def account_key(self, account_id: str) -> str:
+        return f"{self._prefix}:account:{account_id}"  # sorted set of the account's waiting jobs, by submit time
+
+    def address_key(self, address: str) -> str:
+        return f"{self._prefix}:address:{address}"  # the same for free accounts' jobs from one address
+
+    def place(self, reader: Reader, account_id: str, cost_s: float, workers: int, now: float) -> Placement:
+        """Where a job of `account_id` predicted to take `cost_s` goes, read through `reader` (a WATCHing
+        pipeline in a submit, so that what it read still holds when the job is written)."""
+        raw = reader.get(self.last_tag_key(account_id))
+        last = float(raw) if raw is not None else now
+        tag = min(max(now, last), now + self.window_s) + cost_s / max(1, workers)
+        gone = self._gone(reader, _ids(reader.zrange(self.tags_key, 0, SWEEP_LOWEST - 1)))
+        offset = 0
+        while True:
+            batch = _ids(reader.zrangebyscore(self.tags_key, f"({tag!r}", "+inf", start=offset, num=PIVOT_BATCH))
+            for job_id in batch:
+                position = reader.lpos(self.layout.waiting_key, job_id)
+                if position is not None:
+                    return Placement(tag, job_id, cast(int, position), gone)
+            gone += self._gone(reader, batch)  # off the list: taken by a worker (still PENDING) or ended
+            if len(batch) < PIVOT_BATCH:
+                return Placement(tag, None, int(reader.llen(self.layout.waiting_key)), gone)
+            offset += PIVOT_BATCH
+
+    def add(self, pipe: Pipeline, record: JobRecord, placement: Placement, address_key: str | None) -> None:
+        """Index the new job, inside the submit's transaction (under `address_key` too, when its address counts)."""
+        job_id = record.job_id
+        pipe.zadd(self.tags_key, {job_id: placement.tag})
+        pipe.hset(self.costs_key, job_id, record.quote.run_s if record.quote else 0.0)
+        pipe.zadd(self.account_key(record.account_id), {job_id: record.created_at})
+        if address_key is not None:
+            pipe.zadd(address_key, {job_id: record.created_at})
+        # Past the window the account's history no longer counts, so its last tag may go then.
+        pipe.set(self.last_tag_key(record.account_id), repr(placement.tag), ex=2 * self.window_s + 3600)
+        self.forget(pipe, placement.gone)
+
+    def forget(self, pipe: Pipeline, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            pipe.zrem(self.tags_key, *job_ids)
+            pipe.hdel(self.costs_key, *job_ids)
+
+    def untag(self, pipe: Pipeline, job_id: str) -> None:
+        """A job put back at the front: it has waited its turn, so no tag may place a new job before it."""
+        pipe.zrem(self.tags_key, job_id)
+
+    def waiting_in(self, reader: Reader, key: str) -> tuple[int, list[str]]:
+        """How many jobs in the account's (or address's) set still wait, and the ids of those that do not
+        (for `drop`, in the same transaction)."""
+        job_ids = _ids(reader.zrange(key, 0, -1))
+        gone = self._gone(reader, job_ids)
+        return len(job_ids) - len(gone), gone
+
+    @staticmethod
+    def drop(pipe: Pipeline, key: str, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            pipe.zrem(key, *job_ids)
+
+    def costs_ahead(self, reader: Reader, position: int) -> list[float]:
+        """The predicted seconds of the first `position` waiting jobs (those put back at the front read from
+        their records)."""
+        if position <= 0:
+            return []
+        job_ids = _ids(reader.lrange(self.layout.waiting_key, 0, position - 1))
+        costs = cast(list[bytes | None], reader.hmget(self.costs_key, job_ids))
+        missing = [job_id for job_id, cost in zip(job_ids, costs, strict=True) if cost is None]
+        quoted = {record.job_id: record.quote.run_s for record in _records(reader, missing) if record.quote}
+        return [
+            float(cost) if cost is not None else quoted.get(job_id, 0.0)
+            for job_id, cost in zip(job_ids, costs, strict=True)
+        ]
+
+    @staticmethod
+    def _gone(reader: Reader, job_ids: list[str]) -> list[str]:
+        """Those of `job_ids` whose record no longer says PENDING (or is gone)."""
+        raws = cast(list[bytes | None], reader.mget([job_key(job_id) for job_id in job_ids])) if job_ids else []
+        return [
+            job_id
+            for job_id, raw in zip(job_ids, raws, strict=True)
+            if raw is None or json.loads(raw).get("status") != JobStatus.PENDING.value
+        ]
+
+
+def _records(reader: Reader, job_ids: list[str]) -> list[JobRecord]:
+    raws = cast(list[bytes | None], reader.mget([job_key(job_id) for job_id in job_ids])) if job_ids else []
+    return [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+
+def start_in_s(running_left_s: Sequence[float], ahead_s: Sequence[float], workers: int) -> float | None:
+    """When a job with `ahead_s` jobs before it starts, the running jobs having `running_left_s` to go:
+    each worker takes the next job as it frees up. None with no live worker."""
+    if workers <= 0:
+        return None
+    free = sorted(running_left_s)[:workers]
+    free += [0.0] * (workers - len(free))
+    heapq.heapify(free)
+    for cost in ahead_s:
+        heapq.heappush(free, heapq.heappop(free) + cost)
+    return round(free[0], 1)
