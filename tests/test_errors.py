@@ -71,7 +71,7 @@ RAISED = [
     StorageUnusable("the object store's bucket 'videos' cannot be reached (timed out)"),
     RedisConnectionError("Connection refused"),
     NoProvenance("this video carries no studio record (no comment tag)"),
-    OverBudget("this job needs about 40 GPU-seconds and you have 12 of your 900 left for now", retry_after_s=3600),
+    OverBudget("this job needs about 40 GPU-seconds and you have 12 left", retry_after_s=3600),
 ]
 
 
@@ -127,7 +127,12 @@ def rest() -> TestClient:
         (11, 503, {"retry-after": "30"}, STORE_UNREACHABLE),
         (12, 503, {"retry-after": "5"}, QUEUE_UNREACHABLE),
         (13, 422, {}, "this video carries no studio record (no comment tag)"),
-        (14, 429, {"retry-after": "3600"}, "this job needs about 40 GPU-seconds and you have 12 of your 900 left for now"),
+        (
+            14,
+            429,
+            {"retry-after": "3600"},
+            "this job needs about 40 GPU-seconds and you have 12 left",
+        ),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(

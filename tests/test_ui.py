@@ -160,3 +160,19 @@ def test_a_dropped_mp4_fills_the_form_with_its_request_and_is_not_kept(page: Stu
     with pytest.raises(gr.Error, match="this video carries no studio record"):
         page.reproduce(str(plain))
     assert not plain.exists()
+
+
+def form_values(**changes: object) -> list[object]:
+    """The form's values in `page.inputs` order: the request's defaults with `changes`, then "Random seed"."""
+    values = {name: field.default for name, field in GenerationRequest.model_fields.items()} | changes
+    return [*(values[name] for name in FORM_FIELDS), True]
+
+
+def test_the_form_shows_its_cost_start_and_balance_before_generate(page: StudioPage, visitor: gr.Request) -> None:
+    page.studio.queue.budgets.set_daily(owner(page, visitor), 600)
+    small = page.quote_form(visitor, *form_values(prompt="", **SMALL))
+    big = page.quote_form(visitor, *form_values(prompt="a fox", num_inference_steps=100, num_frames=163))
+    assert small.startswith("About ") and "on the GPU; it starts once a worker is running." in small
+    assert "600 of your 600 GPU-seconds a day left." in small
+    assert big.startswith("**Over your budget:**")
+    assert page.quote_form(visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
