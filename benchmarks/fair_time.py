@@ -113,7 +113,7 @@ def fair_shares(studio: Studio) -> dict[str, Any]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mochi-bench-") as tmp, embedded_settings(Path(tmp)) as base:
-        settings = replace(base, **GENEROUS, max_pending_jobs=1000, guest_daily_gpu_seconds=0)
+        settings = replace(base, **{**GENEROUS, "max_pending_jobs": 1000}, guest_daily_gpu_seconds=0)
         worker = start_worker(settings, Path(tmp) / "worker.log")
         try:
             with Redis.from_url(settings.redis_url or "") as redis:

@@ -13,6 +13,11 @@ from mochi_app.studio import Studio
 DEFAULTS = {name: field.default for name, field in GenerationRequest.model_fields.items()}
 
 
+def request_params(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The request's fields among a handler's arguments (its `locals()`), by name."""
+    return {name: value for name, value in arguments.items() if name in DEFAULTS}
+
+
 def add_api(studio: Studio) -> None:
     """The named events for gradio_client: each answers at once; poll /status until the job ends."""
 
@@ -39,17 +44,7 @@ def add_api(studio: Studio) -> None:
         hook: dict[str, Any] = {"webhook_url": webhook_url} if webhook_url else {}
         if webhook_events is not None:
             hook["webhook_events"] = webhook_events
-        params = hook | {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "num_frames": num_frames,
-            "height": height,
-            "width": width,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "fps": fps,
-        }
+        params = hook | request_params(locals())
         return studio.submit(account(request), params, address_of(request)).model_dump(mode="json")
 
     @user_errors
@@ -67,18 +62,7 @@ def add_api(studio: Studio) -> None:
     ) -> dict[str, Any]:
         """What /submit with these parameters would cost in GPU-seconds, when it would start, and your
         balance; nothing is queued."""
-        params = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "num_frames": num_frames,
-            "height": height,
-            "width": width,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "fps": fps,
-        }
-        return studio.quote(account(request), params).model_dump(mode="json")
+        return studio.quote(account(request), request_params(locals())).model_dump(mode="json")
 
     @user_errors
     def status(request: gr.Request, job_id: str) -> dict[str, Any]:

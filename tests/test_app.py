@@ -15,6 +15,7 @@ import httpx
 import imageio.v3 as iio
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from mochi_app.config import Settings
 from mochi_app.connections import connect
@@ -43,6 +44,18 @@ def test_gradio_client_submits_polls_and_downloads(studio_app: RunningApp, tmp_p
 
     done = wait_for(completed, 120, "the job", interval_s=0.2)
     assert download(studio_app, done, tmp_path / "boat.mp4") == (31, 96, 160, 3)  # type: ignore[arg-type]
+
+
+def test_gradio_client_and_rest_quote_alike_and_queue_nothing(studio_app: RunningApp) -> None:
+    client = Client(studio_app.url, verbose=False)
+    by_gradio: dict[str, Any] = client.predict("a paper boat", **SMALL, api_name="/quote")
+    by_rest = httpx.post(f"{studio_app.url}/quote", json={"prompt": "a paper boat", **SMALL}).json()
+    for quote in (by_gradio, by_rest):
+        assert quote["estimated_run_s"] > 0 and quote["budget"]["daily_gpu_seconds"] == 0  # the local owner
+        assert quote["request"]["num_frames"] == SMALL["num_frames"]
+    assert by_gradio["estimated_run_s"] == by_rest["estimated_run_s"]
+    with pytest.raises(AppError, match="height must be"):
+        client.predict("a paper boat", **{**SMALL, "height": 1000}, api_name="/quote")
 
 
 def test_rest_submits_polls_and_downloads(studio_app: RunningApp, tmp_path: Path) -> None:
