@@ -2,29 +2,36 @@
 
 Each phase of a job has features from the request's shape, and the phase's time is a non-negative linear
 combination of them: the denoising a fixed part (text encoding and set-up) plus, per step and guidance pass,
-terms in the video's tokens and their square (attention); the decode and the encode a fixed part plus one
-per frame pixel; the rest (upload, record writes) a constant. Until a worker has timed enough jobs the
+terms in the video's tokens and their square (attention); the decode a fixed part plus one per latent
+frame's pixels (the VAE decodes latents, six frames each) and one per frame pixel; the encode a fixed part
+plus one per frame pixel; the rest (upload, record writes) a constant. Until a worker has timed enough jobs the
 coefficients are the arithmetic's (work.py) scaled to the timings there are; then they are fitted to them.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError, model_validator
 from redis import Redis
 
 from mochi_app.records import CostEstimate, JobRecord
 from mochi_app.schemas import GenerationRequest
-from mochi_app.work import TERA, TEXT_TOKENS, TRANSFORMER_LAYERS, TRANSFORMER_PARAMS, TRANSFORMER_WIDTH, video_tokens
+from mochi_app.work import (
+    TERA,
+    TEXT_TOKENS,
+    TRANSFORMER_LAYERS,
+    TRANSFORMER_PARAMS,
+    TRANSFORMER_WIDTH,
+    latent_frames,
+    video_tokens,
+)
 
-log = logging.getLogger(__name__)
+Stored = TypeVar("Stored", bound=BaseModel)
 
 MAX_SAMPLES = 256  # the newest timings kept per profile; older ones describe a slower past
 MIN_SAMPLES_PER_TERM = 2  # a phase is fitted term by term once it has this many samples per term
@@ -38,6 +45,7 @@ class Shape:
     step_passes: int  # denoising steps times guidance passes
     tokens: int  # the transformer's sequence: video tokens and the prompt's
     frame_pixels: int  # frames times pixels of the rendered video
+    latent_pixels: int  # latent frames times pixels of the rendered video
 
     @classmethod
     def of(cls, request: GenerationRequest) -> Shape:
@@ -47,16 +55,18 @@ class Shape:
             step_passes=request.num_inference_steps * passes,
             tokens=video_tokens(frames, request.height, request.width) + TEXT_TOKENS,
             frame_pixels=frames * request.height * request.width,
+            latent_pixels=latent_frames(frames) * request.height * request.width,
         )
 
 
 Features = Callable[[Shape], tuple[float, ...]]
 PHASES: dict[str, Features] = {
     "denoise": lambda s: (1.0, s.step_passes, s.step_passes * s.tokens, s.step_passes * s.tokens**2),
-    "decode": lambda s: (1.0, s.frame_pixels),
+    "decode": lambda s: (1.0, s.latent_pixels, s.frame_pixels),
     "encode": lambda s: (1.0, s.frame_pixels),
     "other": lambda s: (1.0,),
 }
+FEATURE_COUNTS = {name: len(features(Shape(1, 1, 1, 1))) for name, features in PHASES.items()}
 
 
 class CostFit(BaseModel):
@@ -64,6 +74,13 @@ class CostFit(BaseModel):
 
     coefficients: dict[str, list[float]]
     samples: int = 0
+
+    @model_validator(mode="after")
+    def _one_per_feature(self) -> CostFit:
+        counts = {name: len(coefficients) for name, coefficients in self.coefficients.items()}
+        if counts != FEATURE_COUNTS:
+            raise ValueError(f"coefficients per phase {counts} do not match the features {FEATURE_COUNTS}")
+        return self
 
     def estimate(self, request: GenerationRequest) -> CostEstimate:
         shape = Shape.of(request)
@@ -80,12 +97,12 @@ class CostFit(BaseModel):
 
 def arithmetic_prior(gpu_tflops: int) -> CostFit:
     """Mochi 1 on a GPU sustaining `gpu_tflops`: the transformer's FLOPs (work.render_flops), and a decode and
-    encode at rates typical of an H100 (about 0.4 us and 15 ns per frame pixel)."""
+    encode at rates typical of an H100 (about 2.2 us per latent frame's pixel and 15 ns per frame pixel)."""
     flop_s = gpu_tflops * TERA
     return CostFit(
         coefficients={
             "denoise": [2.0, 0.0, 2 * TRANSFORMER_PARAMS / flop_s, 4 * TRANSFORMER_LAYERS * TRANSFORMER_WIDTH / flop_s],
-            "decode": [1.0, 4e-7],
+            "decode": [1.0, 2.2e-6, 0.0],
             "encode": [0.1, 1.5e-8],
             "other": [0.1],
         }
@@ -95,7 +112,12 @@ def arithmetic_prior(gpu_tflops: int) -> CostFit:
 # The tiny random-weight model on a CPU, as measured on a 2-core build machine: a stand-in until the
 # worker's own timings arrive.
 TINY_PRIOR = CostFit(
-    coefficients={"denoise": [0.03, 0.004, 1e-6, 0.0], "decode": [0.1, 2.6e-6], "encode": [0.05, 2e-7], "other": [0.02]}
+    coefficients={
+        "denoise": [0.02, 0.004, 0.0, 6e-9],
+        "decode": [0.035, 1e-5, 0.0],
+        "encode": [0.03, 2.2e-7],
+        "other": [0.008],
+    }
 )
 
 
@@ -105,6 +127,7 @@ class Sample(BaseModel):
     step_passes: int
     tokens: int
     frame_pixels: int
+    latent_pixels: int
     seconds: dict[str, float]
 
     @classmethod
@@ -125,15 +148,13 @@ class Sample(BaseModel):
         phases = {"denoise": timings.denoise_s, "decode": timings.decode_s, "encode": timings.encode_s}
         shape = Shape.of(record.request)
         return cls(
-            step_passes=shape.step_passes,
-            tokens=shape.tokens,
-            frame_pixels=shape.frame_pixels,
+            **asdict(shape),
             seconds=phases | {"other": max(0.0, run_s - sum(phases.values()))},
         )
 
     @property
     def shape(self) -> Shape:
-        return Shape(self.step_passes, self.tokens, self.frame_pixels)
+        return Shape(self.step_passes, self.tokens, self.frame_pixels, self.latent_pixels)
 
 
 def fit(samples: Sequence[Sample], prior: CostFit) -> CostFit:
@@ -223,11 +244,19 @@ class CostModels:
             pipe.ltrim(key, 0, MAX_SAMPLES - 1)
             pipe.lrange(key, 0, -1)
             *_, raws = pipe.execute()
-        fitted = fit([Sample.model_validate_json(raw) for raw in raws], self.prior(is_tiny))
+        fitted = fit([sample for raw in raws if (sample := _parsed(Sample, raw))], self.prior(is_tiny))
         self.redis.set(fit_key(self.queue_name, profile), fitted.model_dump_json())
         return fitted
 
     def current(self, profile: str | None, is_tiny: bool) -> CostFit:
-        """The profile's fit, or the prior until it has one."""
+        """The profile's fit, or the prior until it has one (or while the one stored is of another layout)."""
         raw = self.redis.get(fit_key(self.queue_name, profile)) if profile else None
-        return self.prior(is_tiny) if raw is None else CostFit.model_validate(json.loads(raw))
+        return (_parsed(CostFit, raw) if raw else None) or self.prior(is_tiny)
+
+
+def _parsed(model: type[Stored], raw: bytes | str) -> Stored | None:
+    """`raw` as `model`; None when an older layout wrote it (a feature since added), which is skipped, not fatal."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        return None

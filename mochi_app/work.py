@@ -15,10 +15,14 @@ PIXELS_PER_TOKEN_SIDE = 16  # 8x spatial VAE compression times 2x2 patches
 TERA = 1e12
 
 
+def latent_frames(num_frames: int) -> int:
+    """The latents a video of `num_frames` is denoised and decoded as: the first frame alone, then six to one."""
+    return (num_frames - 1) // FRAMES_PER_LATENT + 1
+
+
 def video_tokens(num_frames: int, height: int, width: int) -> int:
     """The transformer's sequence length for the video alone: latent frames times 2x2 latent patches."""
-    latent_frames = (num_frames - 1) // FRAMES_PER_LATENT + 1
-    return latent_frames * (height // PIXELS_PER_TOKEN_SIDE) * (width // PIXELS_PER_TOKEN_SIDE)
+    return latent_frames(num_frames) * (height // PIXELS_PER_TOKEN_SIDE) * (width // PIXELS_PER_TOKEN_SIDE)
 
 
 def render_flops(num_frames: int, height: int, width: int, num_inference_steps: int, guidance_scale: float) -> float:

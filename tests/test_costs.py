@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
+from dataclasses import asdict
 
 import pytest
 from redis import Redis
 
-from mochi_app.costs import PHASES, TINY_PRIOR, CostFit, CostModels, Sample, Shape, arithmetic_prior, fit
+from mochi_app.costs import (
+    PHASES,
+    TINY_PRIOR,
+    CostFit,
+    CostModels,
+    Sample,
+    Shape,
+    arithmetic_prior,
+    fit,
+    fit_key,
+    samples_key,
+)
 from mochi_app.eta import Phase, phase, run_left_s
 from mochi_app.records import CostEstimate, JobRecord, JobStatus, Progress, Timings
 from mochi_app.schemas import GenerationRequest
 from tests.harness import new_account
 
 TRUE = CostFit(
-    coefficients={"denoise": [0.2, 0.01, 3e-5, 2e-9], "decode": [0.1, 2e-6], "encode": [0.05, 1e-7], "other": [0.03]}
+    coefficients={
+        "denoise": [0.2, 0.01, 3e-5, 2e-9],
+        "decode": [0.1, 5e-6, 3e-7],
+        "encode": [0.05, 1e-7],
+        "other": [0.03],
+    }
 )
 GRID = [
     GenerationRequest.model_validate(
@@ -29,7 +47,7 @@ def sample(request: GenerationRequest, truth: CostFit = TRUE, noise: float = 0.0
     shape = Shape.of(request)
     seconds = {name: sum(c * f for c, f in zip(truth.coefficients[name], features(shape), strict=True)) * (1 + noise)
                for name, features in PHASES.items()}  # fmt: skip
-    return Sample(step_passes=shape.step_passes, tokens=shape.tokens, frame_pixels=shape.frame_pixels, seconds=seconds)
+    return Sample(**asdict(shape), seconds=seconds)
 
 
 def test_twelve_shapes_recover_the_coefficients_that_made_their_timings() -> None:
@@ -78,6 +96,24 @@ def test_profiles_are_fitted_from_completed_records_and_read_back(redis: Redis) 
     assert current.samples == len(GRID)
     assert current.estimate(GRID[-1]).run_s == pytest.approx(TRUE.estimate(GRID[-1]).run_s, rel=0.01)
     assert models.current("tiny@arm64", is_tiny=True) == TINY_PRIOR  # another device learns on its own
+
+
+def test_a_fit_or_timing_stored_by_an_older_layout_is_passed_over_not_fatal(redis: Redis) -> None:
+    models = CostModels(redis, f"costs-{new_account()}", 400)
+    old_fit = {"coefficients": {**TINY_PRIOR.coefficients, "decode": [0.1, 2e-6]}, "samples": 40}
+    redis.set(fit_key(models.queue_name, "tiny@x86_64"), json.dumps(old_fit))
+    assert models.current("tiny@x86_64", is_tiny=True) == TINY_PRIOR
+    old_sample = {"step_passes": 2, "tokens": 300, "frame_pixels": 28672, "seconds": {"denoise": 1.0}}
+    redis.lpush(samples_key(models.queue_name, "tiny@x86_64"), json.dumps(old_sample))
+    request = GRID[0]
+    record = JobRecord(
+        job_id="j", account_id="a", status=JobStatus.COMPLETED, request=request, num_frames=7, created_at=0,
+        started_at=1, finished_at=3, progress=Progress(step=2, total=2),
+        timings=Timings(denoise_s=1, decode_s=0.5, encode_s=0.2),
+    )  # fmt: skip
+    fitted = models.observe(record, "tiny@x86_64", is_tiny=True)
+    assert fitted is not None and fitted.samples == 1
+    assert models.current("tiny@x86_64", is_tiny=True) == fitted
 
 
 def test_a_resumed_or_retried_run_is_no_timing_of_its_shape() -> None:

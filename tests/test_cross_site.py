@@ -156,7 +156,7 @@ def test_another_sites_page_reads_nothing_and_plants_nothing(browser: BrowserCon
 
     # Back on the studio: the visitor is still itself, with its own job and nothing planted.
     page.goto(sites.studio_url + "/")
-    assert studio_fetch(page, "/session") == {"account": victim}
+    assert studio_fetch(page, "/session")["account"] == victim
     prompts = [job["request"]["prompt"] for job in studio_fetch(page, f"/jobs/{victim}")["jobs"]]
     assert prompts == [secret], prompts
     attacker_jobs = httpx.get(

@@ -63,11 +63,12 @@ def test_the_budget_flow_quote_submit_until_refused_then_the_exact_wait(
     worker_queue.budgets.set_daily(owner, math.ceil(cost * 2.5))
     ran = [finished(worker_queue, studio.submit(owner, {"prompt": f"fox {n}", **QUARTER}).job_id) for n in range(2)]
     balance = studio.budget(owner)
-    assert balance.used_gpu_s == pytest.approx(sum(record.run_s for record in ran), abs=0.01)
+    assert balance.used_gpu_s == pytest.approx(sum(record.run_s for record in ran), abs=0.06)  # shown to 0.1 s
     assert balance.held_gpu_s == 0
-    quote = studio.quote(owner, {"prompt": "a fox", **QUARTER})
-    if quote.fits_budget:  # the two ran quicker than quoted: spend the rest, then one more is refused
-        finished(worker_queue, studio.submit(owner, {"prompt": "fox again", **QUARTER}).job_id)
+    for again in range(10):  # the two ran quicker than quoted: spend the rest, then one more is refused
+        if not studio.quote(owner, {"prompt": "a fox", **QUARTER}).fits_budget:
+            break
+        finished(worker_queue, studio.submit(owner, {"prompt": f"fox again {again}", **QUARTER}).job_id)
     charges = sorted(record.finished_at or 0.0 for record in worker_queue.store.list_for_account(owner).records)
     before = time.time()
     with pytest.raises(OverBudget) as refused:

@@ -149,9 +149,9 @@ def test_health_and_docs(web: str) -> None:
     assert status_body["schema"]["$ref"].endswith("/JobPublic")
 
 
-def test_gradio_api_has_exactly_the_four_named_events(client: Client) -> None:
+def test_gradio_api_has_exactly_the_five_named_events(client: Client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/submit", "/status", "/jobs", "/cancel"}
+    assert set(endpoints) == {"/submit", "/quote", "/status", "/jobs", "/cancel"}
 
 
 def test_gradio_client_submits_polls_and_fetches(client: Client, web: str) -> None:
