@@ -49,7 +49,8 @@ def probe_ms(queue: JobQueue, account_id: str, then: Callable[[JobQueue], None] 
     if then is not None:
         then(queue)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    queue.rq.remove(record.job_id)  # keep the depth as it was
+    queue.rq.remove(record.job_id)  # keep the depth as it was, and leave no job that seems to wait
+    queue.cancel(record.job_id)
     return elapsed_ms
 
 

@@ -48,8 +48,8 @@ def fill(queue: JobQueue, depth: int) -> None:
                 if quote is not None:  # the account's (index // ACCOUNTS + 1)-th job, as its tag would say
                     from mochi_app.fair_share import Placement
 
-                    tag = now + (index // ACCOUNTS + 1) * quote.run_s
-                    queue.fair.add(pipe, record, Placement(tag, None, index), None)
+                    tag = (index // ACCOUNTS) * quote.run_s
+                    queue.fair.add(pipe, record, Placement(tag, tag + quote.run_s, None, index), None)
             pipe.execute()
 
 

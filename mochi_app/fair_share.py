@@ -1,15 +1,18 @@
 """Fair share by predicted GPU time: where a new job goes in the queue, and the index that finds it cheaply.
 
-Virtual clock queuing: each waiting job carries a tag, its account's virtual finish time. A job's tag is
+Start-time fair queuing, in predicted GPU-seconds: each waiting job carries a tag, its virtual start, and
+the queue is kept in tag order. The queue's virtual time V is the lowest tag still waiting (with nothing
+waiting, the highest tag ever given), and a new job's tag is
 
-    tag = min(max(now, account's last tag), now + MOCHI_FAIR_SHARE_WINDOW_S) + predicted_run_s / live_workers
+    tag = min(max(V, the account's last finish), V + MOCHI_FAIR_SHARE_WINDOW_S)
 
-and the queue is kept in tag order. An account that used little GPU time lately has a last tag in the past,
-so its job is tagged `now + cost` and goes ahead of one whose last tag lies far ahead; the debt an account
-carries forward decays one second per second and never exceeds the window. A job is passed only by jobs
-tagged lower, and every later job is tagged above the moment it was submitted, so nothing passes a job once
-the clock has reached its tag: no job starves, and the place a job was promised can only move back while
-its tag is in the future. Jobs put back at the front (a lost or stopping worker's) carry no tag and stay there.
+where an account's last finish is its previous job's tag plus that job's predicted run seconds. An account
+with nothing waiting starts at V, level with the job due next, so a newcomer waits behind at most one job
+of each busy account; an account with a backlog has tags ahead of V by the GPU time it has queued, and
+never by more than the window. V follows the jobs as they start, not the wall clock, so a worker that runs
+slower than predicted owes nobody anything. A job is passed only by jobs tagged lower, and every later tag
+is at least V, so nothing passes a job once it is the lowest: no job starves. Jobs put back at the front
+(a lost or stopping worker's) carry no tag and stay there.
 
 The index (`fair:{queue}:*`) is written at submit and read at the next ones; it is never the truth about
 which jobs wait (the records and RQ's list are), so entries of jobs that left are dropped as they are met.
@@ -30,8 +33,10 @@ from mochi_app.records import JobRecord, JobStatus
 from mochi_app.rq_layout import RQLayout
 from mochi_app.store import job_key
 
-PIVOT_BATCH = 16  # tagged jobs read at a time while looking for the first one still on the list
-SWEEP_LOWEST = 8  # each submit checks this many of the lowest tags: the jobs workers took last
+PIVOT_BATCH = 16  # tagged jobs read at a time while looking for the first one still waiting
+LOWEST_FIRST = 4  # the lowest tags read first: mostly the few jobs workers took since the last submit
+LAST_FINISH_TTL_S = 86_400
+CLOCK = "clock"
 Reader = Redis | Pipeline
 
 
@@ -45,6 +50,7 @@ class Placement:
     """Where a job would go: its tag, the waiting job it goes before (None: the back) and how many are ahead."""
 
     tag: float
+    finish: float  # the tag plus the job's predicted seconds: where the account's next job may start
     pivot: str | None
     position: int
     gone: list[str] = field(default_factory=list)  # index entries of jobs no longer waiting, to drop
@@ -60,6 +66,7 @@ class FairShare:
         prefix = f"fair:{queue_name}"
         self.tags_key = f"{prefix}:tags"  # sorted set: waiting job id -> tag
         self.costs_key = f"{prefix}:costs"  # hash: waiting job id -> predicted run seconds
+        self.clock_key = f"{prefix}:clock"  # sorted set of one: the highest tag given, V while nothing waits
         self._prefix = prefix
 
     def last_tag_key(self, account_id: str) -> str:
@@ -71,24 +78,67 @@ class FairShare:
     def address_key(self, address: str) -> str:
         return f"{self._prefix}:address:{address}"  # the same for free accounts' jobs from one address
 
-    def place(self, reader: Reader, account_id: str, cost_s: float, workers: int, now: float) -> Placement:
+    def place(self, reader: Reader, account_id: str, cost_s: float) -> Placement:
         """Where a job of `account_id` predicted to take `cost_s` goes, read through `reader` (a WATCHing
         pipeline in a submit, so that what it read still holds when the job is written)."""
+        virtual_now, gone = self._virtual_time(reader)
         raw = reader.get(self.last_tag_key(account_id))
-        last = float(raw) if raw is not None else now
-        tag = min(max(now, last), now + self.window_s) + cost_s / max(1, workers)
-        gone = self._gone(reader, _ids(reader.zrange(self.tags_key, 0, SWEEP_LOWEST - 1)))
+        last = float(raw) if raw is not None else virtual_now
+        tag = min(max(virtual_now, last), virtual_now + self.window_s)
+        finish = tag + cost_s
         offset = 0
         while True:
-            batch = _ids(reader.zrangebyscore(self.tags_key, f"({tag!r}", "+inf", start=offset, num=PIVOT_BATCH))
-            for job_id in batch:
-                position = reader.lpos(self.layout.waiting_key, job_id)
-                if position is not None:
-                    return Placement(tag, job_id, cast(int, position), gone)
-            gone += self._gone(reader, batch)  # off the list: taken by a worker (still PENDING) or ended
+            batch = cast(
+                list[tuple[bytes, float]],
+                reader.zrangebyscore(
+                    self.tags_key, f"({tag!r}", "+inf", start=offset, num=PIVOT_BATCH, withscores=True
+                ),
+            )
+            for job_id, score in batch:
+                if reader.lpos(self.layout.waiting_key, _ids([job_id])[0]) is not None:
+                    pivot, position = self._first_of(reader, score)
+                    return Placement(tag, finish, pivot, position, gone)
+            gone += self._gone(
+                reader, _ids([job_id for job_id, _ in batch])
+            )  # off the list: taken by a worker (still PENDING) or ended
             if len(batch) < PIVOT_BATCH:
-                return Placement(tag, None, int(reader.llen(self.layout.waiting_key)), gone)
+                return Placement(tag, finish, None, int(reader.llen(self.layout.waiting_key)), gone)
             offset += PIVOT_BATCH
+
+    def _first_of(self, reader: Reader, score: float) -> tuple[str, int]:
+        """Of the waiting jobs tagged `score`, the one nearest the front, and where it is: tags tie often
+        (every newcomer starts at V), and the sorted set orders ties by id, not by their place in the queue.
+
+        The positions are read in one batch beside the submit's WATCHing connection: should the queue
+        change meanwhile, that connection's transaction fails and the submit reads again.
+        """
+        tied = _ids(reader.zrangebyscore(self.tags_key, score, score))
+        with self.redis.pipeline(transaction=False) as batch:
+            for job_id in tied:
+                batch.lpos(self.layout.waiting_key, job_id)
+            positions = cast(list[int | None], batch.execute())
+        position, pivot = min(
+            (position, job_id) for job_id, position in zip(tied, positions, strict=True) if position is not None
+        )
+        return pivot, position
+
+    def _virtual_time(self, reader: Reader) -> tuple[float, list[str]]:
+        """The lowest tag of a job still waiting, else the clock; and the lower entries met that no longer wait."""
+        gone: list[str] = []
+        offset, size = 0, LOWEST_FIRST
+        while True:
+            batch = cast(
+                list[tuple[bytes, float]], reader.zrange(self.tags_key, offset, offset + size - 1, withscores=True)
+            )
+            ended = set(self._gone(reader, _ids([job_id for job_id, _ in batch])))
+            for job_id, score in batch:
+                if _ids([job_id])[0] not in ended:
+                    return float(score), gone
+            gone += sorted(ended)
+            if len(batch) < size:
+                clock = reader.zscore(self.clock_key, CLOCK)
+                return (float(clock) if clock is not None else 0.0), gone
+            offset, size = offset + size, PIVOT_BATCH
 
     def add(self, pipe: Pipeline, record: JobRecord, placement: Placement, address_key: str | None) -> None:
         """Index the new job, inside the submit's transaction (under `address_key` too, when its address counts)."""
@@ -98,8 +148,9 @@ class FairShare:
         pipe.zadd(self.account_key(record.account_id), {job_id: record.created_at})
         if address_key is not None:
             pipe.zadd(address_key, {job_id: record.created_at})
-        # Past the window the account's history no longer counts, so its last tag may go then.
-        pipe.set(self.last_tag_key(record.account_id), repr(placement.tag), ex=2 * self.window_s + 3600)
+        # A day without jobs and the account's history no longer counts: its next job starts at V anyway.
+        pipe.set(self.last_tag_key(record.account_id), repr(placement.finish), ex=LAST_FINISH_TTL_S)
+        pipe.zadd(self.clock_key, {CLOCK: placement.tag}, gt=True)
         self.forget(pipe, placement.gone)
 
     def forget(self, pipe: Pipeline, job_ids: Sequence[str]) -> None:

@@ -167,7 +167,7 @@ class JobQueue:
         cost, samples = self.estimate(request)
         now = time.time()
         workers = self.live_workers()
-        placement = self.fair.place(self.redis, account_id, cost.run_s, workers, now)
+        placement = self.fair.place(self.redis, account_id, cost.run_s)
         return Quote(
             request=request,
             cost=cost,
@@ -302,7 +302,7 @@ class JobQueue:
             pipe.execute()
             raise
         cost_s = record.quote.run_s if record.quote else 0.0
-        placement: Placement = self.fair.place(pipe, account_id, cost_s, workers, time.time())
+        placement: Placement = self.fair.place(pipe, account_id, cost_s)
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
         self.store.create(record, pipe)
         self.push(pipe, record.job_id)

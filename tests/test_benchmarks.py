@@ -41,7 +41,7 @@ def test_web_startup_benchmark_prints_its_figures() -> None:
 
 def test_submit_latency_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("submit_latency")
-    assert all(figures[f"depth_{depth}"]["p50_ms"] > 0 for depth in (0, 100, 1000))
+    assert all(figures[f"depth_{depth}"]["p50_ms"] > 0 for depth in (0, 1000, 10_000))
 
 
 def test_durability_benchmark_prints_its_figures() -> None:

@@ -1,4 +1,4 @@
-"""Fair share by predicted GPU time: virtual finish tags, the window, no starvation, the index's upkeep."""
+"""Fair share by predicted GPU time: start tags on a virtual clock, the window, no starvation, the index's upkeep."""
 
 from __future__ import annotations
 
@@ -41,14 +41,34 @@ def test_equal_jobs_still_take_turns(job_queue: JobQueue) -> None:
     assert job_queue.rq.job_ids == [first[0], second[0], first[1], second[1], first[2], second[2]]
 
 
-def test_nothing_passes_a_job_once_the_clock_has_reached_its_tag(job_queue: JobQueue) -> None:
+def test_nothing_passes_the_lowest_waiting_job(job_queue: JobQueue) -> None:
     waiting = job_queue.submit(new_account(), {"prompt": "patient", **HEAVY})
-    mine = tag(job_queue, waiting.job_id)
-    # A fresh account's cheapest job, quoted before the tag's moment, goes ahead; once it has passed, behind.
-    before = job_queue.fair.place(job_queue.redis, new_account(), 0.5, 1, now=mine - 10)
-    after = job_queue.fair.place(job_queue.redis, new_account(), 0.5, 1, now=mine + 0.001)
-    assert before.pivot == waiting.job_id and before.position == 0
-    assert after.pivot is None and after.position == 1
+    # A fresh account's cheapest job starts level with the job due next, so it goes behind it.
+    newcomer = job_queue.fair.place(job_queue.redis, new_account(), 0.001)
+    assert newcomer.tag == tag(job_queue, waiting.job_id)
+    assert newcomer.pivot is None and newcomer.position == 1
+
+
+def test_a_newcomer_waits_behind_at_most_one_job_however_long_the_wall_clock_ran(job_queue: JobQueue) -> None:
+    """The virtual time is the lowest waiting tag, not the wall clock: a backlog that started long ago (or a
+    worker slower than its quotes) gives its account no earlier tags than a newcomer's."""
+    hog = new_account()
+    backlog = [job_queue.submit(hog, {"prompt": f"clip {n}", **SMALL}).job_id for n in range(6)]
+    for job_id in backlog:  # as if submitted an hour ago to a worker that ran slower than its quotes
+        job_queue.redis.zincrby(job_queue.fair.tags_key, -3600.0, job_id)
+    newcomer = job_queue.submit(new_account(), {"prompt": "mine", **SMALL})
+    assert job_queue.position(newcomer.job_id) == 1
+    job_queue.rq.remove(backlog[0])  # a worker takes the first; the record says so a moment later
+    job_queue.store.update(backlog[0], lambda record: record.model_copy(update={"status": JobStatus.RUNNING}))
+    second = job_queue.submit(new_account(), {"prompt": "also mine", **SMALL})
+    assert job_queue.rq.job_ids[:3] == [newcomer.job_id, second.job_id, backlog[1]]
+
+
+def test_with_nothing_waiting_a_returning_account_starts_after_the_highest_tag_given(job_queue: JobQueue) -> None:
+    first = job_queue.submit(new_account(), {"prompt": "alone", **SMALL})
+    job_queue.cancel(first.job_id)
+    again = job_queue.fair.place(job_queue.redis, new_account(), 1.0)
+    assert again.tag == tag(job_queue, first.job_id) and again.position == 0
 
 
 def test_an_accounts_debt_never_exceeds_the_window(redis: Redis, settings: Settings) -> None:
@@ -57,8 +77,7 @@ def test_an_accounts_debt_never_exceeds_the_window(redis: Redis, settings: Setti
     jobs = [queue.submit(hog, {"prompt": f"clip {n}", **HEAVY}) for n in range(6)]
     cost = jobs[0].quote.run_s if jobs[0].quote else 0.0
     assert cost > 5
-    last = jobs[-1]
-    assert tag(queue, last.job_id) <= last.created_at + 5 + cost + 1  # not six costs ahead: the window caps it
+    assert tag(queue, jobs[-1].job_id) <= tag(queue, jobs[0].job_id) + 5  # not five costs ahead: the window caps it
     newcomer = queue.submit(new_account(), {"prompt": "mine", **HEAVY})
     assert queue.position(newcomer.job_id) == 1  # behind the first, ahead of the rest of the hog's backlog
 
