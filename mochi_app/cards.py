@@ -129,11 +129,17 @@ def player(job: JobPublic | None) -> str:
 
 
 def gallery_media(job: JobPublic) -> str:
-    """A gallery tile: the video itself once finished (its first frame is the thumbnail), else its state."""
+    """A gallery tile's picture: the video once finished (its first frame is the thumbnail), else how far
+    the job has got (its badge is in the caption)."""
     if job.download_url is not None:
         src = escape(job.download_url.lstrip("/"))
         return f'<video class="thumb" src="{src}" preload="metadata" muted loop playsinline controls></video>'
-    return f'<div class="thumb placeholder"><span class="badge {job.status.lower()}">{job.status}</span></div>'
+    if job.status is JobStatus.RUNNING:
+        progress = f'<progress value="{job.progress.step}" max="{job.progress.total}"></progress>'
+        return f'<div class="thumb placeholder running"><span>{_state_line(job)}</span>{progress}</div>'
+    if job.status is JobStatus.PENDING:
+        return f'<div class="thumb placeholder"><span>{_state_line(job)}</span></div>'
+    return '<div class="thumb placeholder"><span>No video</span></div>'
 
 
 def gallery_caption(job: JobPublic) -> str:

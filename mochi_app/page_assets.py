@@ -26,10 +26,13 @@ CSS = """
 .meta { font-size: 13px; color: var(--body-text-color-subdued); } .error { color: #b91c1c; }
 .player { width: 100%; max-height: 60vh; border-radius: 8px; background: #000; }
 .download { display: inline-block; margin-top: 6px; }
-.gallery-grid { flex-wrap: wrap !important; gap: 12px; }
-.gallery-item { min-width: 260px !important; max-width: 32%; border: 1px solid var(--border-color-primary);
-  border-radius: 8px; padding: 8px; }
+.gallery-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
+.gallery-item { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
+.tile-buttons { flex-wrap: nowrap !important; gap: 6px; } .tile-buttons button { min-width: 0 !important; }
 .thumb { width: 100%; aspect-ratio: 16 / 9; border-radius: 6px; background: #111; object-fit: contain; }
-.thumb.placeholder { display: flex; align-items: center; justify-content: center; background: #f3f4f6; }
+.thumb.placeholder { display: flex; flex-direction: column; gap: 8px; align-items: center; justify-content: center;
+  padding: 0 12px; text-align: center; background: #f3f4f6; color: #374151; font-size: 13px; }
+.thumb.placeholder progress { width: 80%; height: 8px; }
+@media (max-width: 640px) { .gallery-grid { grid-template-columns: 1fr; } }
 .caption .prompt { font-weight: 500; margin: 4px 0; }
 """

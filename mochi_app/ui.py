@@ -13,14 +13,13 @@ from mochi_app import cards
 from mochi_app.callers import NotSignedIn
 from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
 from mochi_app.events import account_of, address_of, user_errors
+from mochi_app.gallery import GALLERY_PAGE_SIZE, Gallery, Shown, Tile
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
 from mochi_app.provenance import read_provenance, request_of
-from mochi_app.public import JobPublic
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest
 from mochi_app.studio import Studio
 
-GALLERY_PAGE_SIZE = 6
 POLL_INTERVAL_S = 1.0
 # name: (num_inference_steps, num_frames), clamped to the configured limits.
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
@@ -28,7 +27,8 @@ PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
 # The form's fields, one control each, in the request's order; the "Random seed" box comes after them.
 FORM_FIELDS = tuple(GenerationRequest.model_fields)
-Shown = dict[gr.components.Component, Any]  # what a handler changes on the page; the rest stays as it is
+# Brings the job card into view after Generate or Open: on a phone it is below the form, or above the gallery.
+SHOW_CARD_JS = "() => document.querySelector('.job-card')?.scrollIntoView({behavior: 'smooth', block: 'nearest'})"
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -50,8 +50,6 @@ class StudioPage:
         self.last_seed = gr.State(None)
         self.cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
         self.next_cursor = gr.State(None)
-        # The shown page's jobs and whose they are; the gallery re-renders when it changes.
-        self.gallery = gr.State(None)
         self.timer = gr.Timer(POLL_INTERVAL_S, active=False)
         gr.Markdown("# Mochi studio\nText to video with Genmo's Mochi 1.")
         self.banner = gr.HTML(cards.model_banner(None))
@@ -67,17 +65,18 @@ class StudioPage:
         with gr.Row():
             self.newer = gr.Button("← Newer", size="sm", interactive=False)
             self.older = gr.Button("Older →", size="sm", interactive=False)
+        self.gallery = Gallery()
+        self.watched = [self.followed, self.cursors, self.gallery.armed]  # what a refresh shows depends on
         self.shown = [
-            *(self.banner, self.job_card, self.video, self.cancel_followed, self.gallery, self.next_cursor),
-            *(self.timer, self.newer, self.older),
+            *(self.banner, self.job_card, self.video, self.cancel_followed, self.next_cursor),
+            *(self.timer, self.newer, self.older, *self.gallery.outputs),
         ]
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
-        blocks.load(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+        blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
         blocks.load(self.quote_form, self.inputs, self.quote, **INTERNAL)
-        self.timer.tick(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+        self.timer.tick(self.refresh, self.watched, self.shown, **INTERNAL)
         self._wire_form()
         self._wire_jobs()
-        gr.render(inputs=self.gallery)(self._gallery)
 
     def _sign_in(self) -> None:
         """Who the visitor is, and a key box; the cookie is set by POST /session, then the page reloads."""
@@ -154,10 +153,10 @@ class StudioPage:
     def account(self, request: gr.Request) -> str:
         return account_of(self.studio, request)
 
-    def then_refresh(self, event: Any) -> None:
-        event.then(self.refresh, [self.followed, self.cursors], self.shown, **INTERNAL)
+    def then_refresh(self, event: Any) -> Any:
+        return event.then(self.refresh, self.watched, self.shown, **INTERNAL)
 
-    def refresh(self, job_id: str | None, pages: list[str | None], request: gr.Request) -> Shown:
+    def refresh(self, job_id: str | None, pages: list[str | None], armed: str | None, request: gr.Request) -> Shown:
         """Everything that changes while jobs run: banner, job card, player, gallery page, timer."""
         try:
             account = self.account(request)
@@ -165,7 +164,7 @@ class StudioPage:
             page_of_jobs = self.studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
             card, workers = self.studio.model(), self.studio.workers()
         except JobNotFound:  # the followed job was deleted meanwhile
-            return self.refresh(None, pages, request)
+            return self.refresh(None, pages, armed, request)
         except NotSignedIn as exc:
             return {self.job_card: f'<div class="job-card">{escape(cards.sentence(str(exc)))}</div>'}
         except RedisError:
@@ -180,7 +179,7 @@ class StudioPage:
             self.job_card: cards.status_card(job),
             self.video: cards.player(job),
             self.cancel_followed: gr.Button(visible=job is not None and not job.status.is_terminal),
-            self.gallery: {"account": account, "jobs": [item.model_dump(mode="json") for item in page_of_jobs.jobs]},
+            **self.gallery.show(page_of_jobs.jobs, armed),
             self.next_cursor: page_of_jobs.next_cursor,
             self.timer: gr.Timer(active=busy),
             self.newer: gr.Button(interactive=len(pages) > 1),
@@ -208,7 +207,7 @@ class StudioPage:
                 api_visibility="private",
                 concurrency_limit=None,
             ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
-        )
+        ).then(None, js=SHOW_CARD_JS)
 
     def count_tokens(self, text: str) -> str:
         limit = self.limits.max_prompt_tokens
@@ -257,6 +256,35 @@ class StudioPage:
         self.then_refresh(self.cancel_followed.click(self.cancel_job, self.followed, None, **INTERNAL))
         self.then_refresh(self.older.click(self.go_older, [self.cursors, self.next_cursor], self.cursors, **INTERNAL))
         self.then_refresh(self.newer.click(self.go_newer, self.cursors, self.cursors, **INTERNAL))
+        for tile in self.gallery.tiles:
+            self._wire_tile(tile)
+
+    def _wire_tile(self, tile: Tile) -> None:
+        """A tile's buttons act on the job id the browser holds for it: the job the visitor saw there."""
+        opened = self.then_refresh(tile.open.click(self.open_job, tile.job_id, self.followed, **INTERNAL))
+        opened.then(None, js=SHOW_CARD_JS)
+        tile.remix.click(self.remix, tile.job_id, self.inputs, **INTERNAL)
+        self.then_refresh(
+            tile.end.click(self.end_job, [tile.job_id, self.gallery.armed], self.gallery.armed, **INTERNAL)
+        )
+
+    @staticmethod
+    def open_job(job_id: str) -> str | None:
+        return job_id or None
+
+    @user_errors
+    def end_job(self, job_id: str, armed: str | None, request: gr.Request) -> str | None:
+        """Cancel a job that can still change; delete a finished one on the second click (returns what is armed)."""
+        account = self.account(request)
+        job = self.studio.status(account, job_id)
+        if not job.status.is_terminal:
+            self.studio.cancel(account, job_id)
+            return None
+        if armed != job_id:
+            return job_id
+        self.studio.delete(account, job_id)
+        gr.Info("Deleted.")
+        return None
 
     @staticmethod
     def go_older(pages: list[str | None], cursor: str | None) -> list[str | None]:
@@ -265,38 +293,6 @@ class StudioPage:
     @staticmethod
     def go_newer(pages: list[str | None]) -> list[str | None]:
         return pages[:-1] or [None]
-
-    def _gallery(self, shown: dict[str, Any] | None, request: gr.Request) -> None:
-        """The gallery tiles, only for the account whose jobs they are (the state is the session's, and a
-        session is only as private as its hash)."""
-        try:
-            owner = self.studio.callers.signed_in_as(request.headers)
-        except RedisError:
-            owner = None
-        items = shown["jobs"] if shown is not None and owner is not None and shown["account"] == owner else []
-        if not items:
-            gr.Markdown("Nothing here yet: your videos appear here as you make them.")
-            return
-        with gr.Row(elem_classes="gallery-grid"):
-            for item in items:
-                self._gallery_item(JobPublic.model_validate(item))
-
-    def _gallery_item(self, job: JobPublic) -> None:
-        """One tile: the video or its state, a caption, and open / remix / cancel or delete."""
-        with gr.Column(elem_classes="gallery-item", min_width=260):
-            gr.HTML(cards.gallery_media(job))
-            gr.HTML(cards.gallery_caption(job))
-            with gr.Row():
-                open_button = gr.Button("Open", size="sm")
-                remix_button = gr.Button("Remix", size="sm")
-                end_button = gr.Button("Delete" if job.status.is_terminal else "Cancel", size="sm", variant="stop")
-            item = gr.State(job.job_id)
-        self.then_refresh(open_button.click(lambda job_id: job_id, item, self.followed, **INTERNAL))
-        remix_button.click(self.remix, item, self.inputs, **INTERNAL)
-        if job.status.is_terminal:
-            self.then_refresh(end_button.click(self.delete, [item, self.followed], self.followed, **INTERNAL))
-        else:
-            self.then_refresh(end_button.click(self.cancel_job, item, None, **INTERNAL))
 
     @user_errors
     def cancel_job(self, job_id: str | None, request: gr.Request) -> None:
@@ -323,9 +319,3 @@ class StudioPage:
     def _form_of(self, asked: GenerationRequest) -> Shown:
         form: Shown = {self.fields[name]: getattr(asked, name) for name in FORM_FIELDS}
         return {**form, self.num_frames: asked.rendered_num_frames, self.random_seed: False}
-
-    @user_errors
-    def delete(self, job_id: str, followed: str | None, request: gr.Request) -> str | None:
-        self.studio.delete(self.account(request), job_id)
-        gr.Info("Deleted.")
-        return None if followed == job_id else followed

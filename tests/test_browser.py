@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Response, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Response, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from redis import Redis
 
 from mochi_app.accounts import AccountStore
@@ -219,6 +220,93 @@ def test_remix_loads_a_jobs_parameters_into_the_form(page: Page, studio_app: Run
     assert not page.get_by_label("Random seed").is_checked()
     assert page.get_by_label("Seed", exact=True).input_value() == "1234"
     assert page.get_by_label("number input for Frames", exact=True).input_value() == str(SMALL["num_frames"])
+
+
+def finished_jobs(url: str, prompts: list[str]) -> list[str]:
+    """Submit one SMALL job per prompt over REST and return their ids once all have COMPLETED."""
+    ids = [httpx.post(f"{url}/generate", json={"prompt": prompt, **SMALL}).json()["job_id"] for prompt in prompts]
+
+    def all_done() -> bool:
+        return all(httpx.get(f"{url}/status/{job_id}").json()["status"] == "COMPLETED" for job_id in ids)
+
+    wait_for(all_done, 240, "the gallery's finished jobs", interval_s=0.5)
+    return ids
+
+
+def tile(page: Page, index: int) -> Locator:
+    return page.locator(".gallery-item").nth(index)
+
+
+def card_shows(page: Page, job_id: str) -> None:
+    """Waits until the job card follows `job_id` (it shows the id's first eight characters)."""
+    page.locator(".job-card code", has_text=job_id[:8]).wait_for(timeout=30_000)
+
+
+@pytest.mark.timeout(600)
+def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page, studio_app: RunningApp) -> None:
+    log_before = len(studio_app.child.log)
+    console_errors: list[str] = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    done = finished_jobs(studio_app.url, [f"a finished clip {n}" for n in range(3)])[::-1]  # newest first
+    long_job = {"prompt": "a long render to click around", "num_frames": 61, "height": 256, "width": 256,
+                "num_inference_steps": 80}  # fmt: skip
+    running = httpx.post(f"{studio_app.url}/generate", json=long_job).json()["job_id"]
+    page.reload()
+    tile(page, 0).get_by_text("Step ").wait_for(timeout=120_000)  # the new job's tile, running
+    page.evaluate("() => document.querySelectorAll('video.thumb').forEach(video => { video.kept = true; })")
+    steps_seen: set[int] = set()
+    lost: list[int] = []
+    for click in range(12):
+        index = 1 + click % 3  # the finished tiles, behind the running one
+        tile(page, index).get_by_role("button", name="Open").click()
+        try:
+            card_shows(page, done[index - 1])
+        except PlaywrightTimeoutError:
+            lost.append(click)
+        steps_seen.update(int(step) for step in re.findall(r"Step (\d+) of 80", tile(page, 0).inner_text()))
+    tile(page, 2).get_by_role("button", name="Remix").click()
+    prompt_box = page.get_by_label("Prompt", exact=True)
+    wait_for(lambda: prompt_box.input_value() == "a finished clip 1", 60, "the remixed prompt")
+    assert lost == [], f"clicks that did nothing: {lost}"
+    assert len(steps_seen) >= 2, f"the running tile did not move: saw steps {sorted(steps_seen)}"
+    kept = page.evaluate("() => [...document.querySelectorAll('video.thumb')].map(video => video.kept === true)")
+    assert kept and all(kept), f"videos replaced while the job ran: {kept}"
+
+    tile(page, 0).get_by_role("button", name="Cancel").click()
+    tile(page, 0).get_by_text("CANCELLED").wait_for(timeout=60_000)
+    tile(page, 0).get_by_role("button", name="Delete").click()  # the first click only asks again
+    tile(page, 0).get_by_role("button", name="Click again to delete").click()
+    tile(page, 0).get_by_text("a finished clip 2").wait_for(timeout=30_000)  # the cancelled one is gone
+    assert httpx.get(f"{studio_app.url}/status/{running}").status_code == 404
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "gallery-desktop.png", full_page=True)
+    log = studio_app.child.log[log_before:]
+    assert "Traceback" not in log and "KeyError" not in log, log[-3000:]
+    assert not [error for error in console_errors if "Could not parse" in error or "500" in error], console_errors
+
+
+def test_on_a_phone_the_card_comes_into_view_after_generate_and_open(browser: Browser, studio_app: RunningApp) -> None:
+    finished_jobs(studio_app.url, ["a clip to open on a phone"])
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        phone.goto(studio_app.url)
+        in_view = (
+            "() => { const box = document.querySelector('.job-card').getBoundingClientRect();"
+            " return box.top > -2 && box.top < window.innerHeight; }"
+        )  # fmt: skip (a scrolled-to top may be -0.2)
+        tile(phone, 0).get_by_role("button", name="Open").scroll_into_view_if_needed()
+        tile(phone, 0).get_by_role("button", name="Open").click()
+        phone.wait_for_function(in_view, timeout=30_000)
+        width = phone.evaluate("() => document.querySelector('.gallery-item').getBoundingClientRect().width")
+        assert width > 300, f"a tile is {width} px wide on a 390 px screen: not one column"
+        phone.evaluate("() => window.scrollTo(0, 0)")
+        submit_prompt(phone, "a phone's own clip", QUICK)
+        phone.wait_for_function(in_view, timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        phone.screenshot(path=ARTIFACTS / "gallery-phone.png", full_page=True)
+    finally:
+        phone.close()
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,18 @@ def test_the_player_appears_only_with_a_video() -> None:
     done = job(JobStatus.COMPLETED, download_url="/download/abc")
     assert 'src="download/abc"' in cards.player(done) and "Download MP4" in cards.player(done)
     assert "<video" in cards.gallery_media(done)
-    assert "CANCELLED" in cards.gallery_media(job(JobStatus.CANCELLED))
+    assert "No video" in cards.gallery_media(job(JobStatus.CANCELLED))
+
+
+def test_a_tile_shows_how_far_its_job_has_got_and_its_badge_once() -> None:
+    running = job(JobStatus.RUNNING, progress=Progress(step=3, total=8), eta_s=20.0)
+    assert "Step 3 of 8" in cards.gallery_media(running) and '<progress value="3" max="8">' in cards.gallery_media(
+        running
+    )
+    assert "Queued: next in line" in cards.gallery_media(job(JobStatus.PENDING, queue_position=0))
+    for status in JobStatus:
+        tile = cards.gallery_media(job(status)) + cards.gallery_caption(job(status))
+        assert tile.count('class="badge') == 1, status
 
 
 def test_labels() -> None:

@@ -15,12 +15,13 @@ from redis import Redis
 
 from benchmarks._common import completed_record
 from mochi_app.config import Settings
+from mochi_app.gallery import GALLERY_PAGE_SIZE
 from mochi_app.provenance import provenance
 from mochi_app.schemas import GenerationRequest
 from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
-from mochi_app.ui import FORM_FIELDS, GALLERY_PAGE_SIZE, StudioPage
+from mochi_app.ui import FORM_FIELDS, StudioPage
 from mochi_app.video import write_mp4
 from tests.harness import SMALL
 
@@ -47,12 +48,24 @@ def owner(page: StudioPage, visitor: gr.Request) -> str:
 
 
 def shown(
-    page: StudioPage, visitor: gr.Request, job_id: str | None, cursors: list[str | None] | None = None
+    page: StudioPage,
+    visitor: gr.Request,
+    job_id: str | None,
+    cursors: list[str | None] | None = None,
+    armed: str | None = None,
 ) -> dict[str, object]:
-    """What a refresh puts on the page, by the component's name on StudioPage."""
-    changed = page.refresh(job_id, cursors or [None], visitor)
+    """What a refresh puts on the page, by the component's name on StudioPage (a tile's as `tile{n}.{name}`)."""
+    changed = page.refresh(job_id, cursors or [None], armed, visitor)
     names = {id(component): name for name, component in vars(page).items()}
+    names[id(page.gallery.empty)] = "gallery.empty"
+    for index, tile in enumerate(page.gallery.tiles):
+        names |= {id(component): f"tile{index}.{name}" for name, component in vars(tile).items()}
     return {names[id(component)]: value for component, value in changed.items()}
+
+
+def tile_jobs(changed: dict[str, object]) -> list[str]:
+    """The job ids the gallery's tiles hold, in order; empty tiles left out."""
+    return [str(changed[f"tile{index}.job_id"]) for index in range(GALLERY_PAGE_SIZE) if changed[f"tile{index}.job_id"]]
 
 
 def test_the_timer_runs_until_a_worker_has_been_ready(page: StudioPage, visitor: gr.Request) -> None:
@@ -82,14 +95,43 @@ def test_the_timer_runs_while_a_job_can_change_and_stops_after(page: StudioPage,
 def test_the_gallery_pages_and_the_buttons_follow(page: StudioPage, visitor: gr.Request) -> None:
     ids = [page.studio.submit(owner(page, visitor), {"prompt": f"clip {n}", **SMALL}).job_id for n in range(8)]
     first = shown(page, visitor, None)
-    assert first["gallery"]["account"] == owner(page, visitor)  # type: ignore[index]
-    assert [item["job_id"] for item in first["gallery"]["jobs"]] == ids[::-1][:GALLERY_PAGE_SIZE]  # type: ignore[index]
+    assert tile_jobs(first) == ids[::-1][:GALLERY_PAGE_SIZE]
     assert first["older"].interactive is True and first["newer"].interactive is False  # type: ignore[attr-defined]
     pages = page.go_older([None], first["next_cursor"])  # type: ignore[arg-type]
     second = shown(page, visitor, None, pages)
-    assert [item["job_id"] for item in second["gallery"]["jobs"]][:2] == ids[::-1][GALLERY_PAGE_SIZE:][:2]  # type: ignore[index]
+    assert tile_jobs(second) == ids[::-1][GALLERY_PAGE_SIZE:]
+    assert second["tile2.column"].visible is False  # type: ignore[attr-defined]
     assert second["newer"].interactive is True  # type: ignore[attr-defined]
     assert page.go_newer(pages) == [None]
+
+
+def test_an_empty_gallery_says_so_and_hides_its_tiles(page: StudioPage, visitor: gr.Request) -> None:
+    empty = shown(page, visitor, None)
+    assert empty["gallery.empty"].visible is True and tile_jobs(empty) == []  # type: ignore[attr-defined]
+    page.studio.submit(owner(page, visitor), {"prompt": "one", **SMALL})
+    assert shown(page, visitor, None)["gallery.empty"].visible is False  # type: ignore[attr-defined]
+
+
+def test_a_tiles_end_button_cancels_then_deletes_on_a_second_click(page: StudioPage, visitor: gr.Request) -> None:
+    job = page.studio.submit(owner(page, visitor), {"prompt": "to go", **SMALL}).job_id
+    assert shown(page, visitor, None)["tile0.end"].value == "Cancel"  # type: ignore[attr-defined]
+    assert page.end_job(job, None, visitor) is None  # a job that can still change: cancelled at once
+    assert page.studio.status(owner(page, visitor), job).status == "CANCELLED"
+    assert shown(page, visitor, None)["tile0.end"].value == "Delete"  # type: ignore[attr-defined]
+    armed = page.end_job(job, None, visitor)  # the first click on Delete only asks again
+    assert armed == job and page.studio.status(owner(page, visitor), job).status == "CANCELLED"
+    assert shown(page, visitor, None, armed=armed)["tile0.end"].value == "Click again to delete"  # type: ignore[attr-defined]
+    assert page.end_job(job, armed, visitor) is None
+    assert tile_jobs(shown(page, visitor, None)) == []
+
+
+def test_a_tiles_job_id_acts_only_for_its_owner(page: StudioPage, visitor: gr.Request, redis: Redis) -> None:
+    """The tile's job id comes back from the browser: another account's id is a job that does not exist."""
+    theirs = page.studio.submit("someone-else", {"prompt": "theirs", **SMALL}).job_id
+    for act in (lambda: page.end_job(theirs, theirs, visitor), lambda: page.remix(theirs, visitor)):
+        with pytest.raises(gr.Error, match="no job with id"):
+            act()
+    assert page.studio.status("someone-else", theirs).status == "PENDING"
 
 
 def test_a_deleted_followed_job_is_dropped_not_an_error(page: StudioPage, visitor: gr.Request) -> None:
