@@ -49,7 +49,7 @@ def fill(queue: JobQueue, depth: int) -> None:
                     from mochi_app.fair_share import Placement
 
                     tag = (index // ACCOUNTS) * quote.run_s
-                    queue.fair.add(pipe, record, Placement(tag, tag + quote.run_s, None, index), None)
+                    queue.fair.add(pipe, record, Placement(tag, tag + quote.run_s, 0.0, None, index), None)
             pipe.execute()
 
 

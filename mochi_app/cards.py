@@ -101,13 +101,13 @@ def status_card(job: JobPublic | None) -> str:
 def quote_label(quote: QuotePublic) -> str:
     """What the form would cost before it is queued: "About 2 min on the GPU; starts in about 5 min.", and
     the balance."""
-    run = f"About {_about(quote.estimated_run_s)} on the GPU"
+    run = f"About {about(quote.estimated_run_s)} on the GPU"
     if quote.estimated_wait_s is None:
         start = "it starts once a worker is running"
     elif quote.estimated_wait_s < 1:
         start = "it would start now"
     else:
-        start = f"starts in about {_about(quote.estimated_wait_s)}"
+        start = f"starts in about {about(quote.estimated_wait_s)}"
     text = f"{run}; {start}."
     budget = quote.budget
     if budget.left_gpu_s is not None:
@@ -154,7 +154,7 @@ def gallery_caption(job: JobPublic) -> str:
 def _state_line(job: JobPublic) -> str:
     if job.status is JobStatus.PENDING:
         ahead = job.queue_position
-        starts = f"; starts in about {_about(job.eta_start_s)}" if job.eta_start_s else ""
+        starts = f"; starts in about {about(job.eta_start_s)}" if job.eta_start_s else ""
         if ahead is None or ahead == 0:
             return f"Queued: next in line{starts}."
         return f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead{starts}."
@@ -186,7 +186,7 @@ def _seconds(seconds: float | None) -> str:
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def _about(seconds: float | None) -> str:
+def about(seconds: float | None) -> str:
     """A rough duration: "40 s", "2 min", "1.5 h"."""
     seconds = seconds or 0.0
     if seconds < 90:

@@ -1,18 +1,20 @@
 """Fair share by predicted GPU time: where a new job goes in the queue, and the index that finds it cheaply.
 
 Start-time fair queuing, in predicted GPU-seconds: each waiting job carries a tag, its virtual start, and
-the queue is kept in tag order. The queue's virtual time V is the lowest tag still waiting (with nothing
-waiting, the highest tag ever given), and a new job's tag is
+the queue is kept in tag order. The queue's virtual time V is the tag of the job that started last (the
+highest tag among the lowest entries that no longer wait, kept in the clock), never above the lowest tag
+still waiting, and a new job's tag is
 
     tag = min(max(V, the account's last finish), V + MOCHI_FAIR_SHARE_WINDOW_S)
 
 where an account's last finish is its previous job's tag plus that job's predicted run seconds. An account
-with nothing waiting starts at V, level with the job due next, so a newcomer waits behind at most one job
-of each busy account; an account with a backlog has tags ahead of V by the GPU time it has queued, and
-never by more than the window. V follows the jobs as they start, not the wall clock, so a worker that runs
-slower than predicted owes nobody anything. A job is passed only by jobs tagged lower, and every later tag
-is at least V, so nothing passes a job once it is the lowest: no job starves. Jobs put back at the front
-(a lost or stopping worker's) carry no tag and stay there.
+with nothing waiting starts at V, level with the job in service, so it goes ahead of every busy account's
+next job; an account with a backlog has tags ahead of V by the GPU time it has queued, and never by more
+than the window. V follows the jobs as they start, not the wall clock, so a worker that runs slower than
+predicted owes nobody anything. A job is passed only by jobs tagged lower: by accounts with less queued
+GPU time than its own, each for at most the difference, so how long it can wait is bounded by how many
+accounts may queue (the per-address and per-account limits, and budgets). Jobs put back at the front (a
+lost or stopping worker's) carry no tag and stay there.
 
 The index (`fair:{queue}:*`) is written at submit and read at the next ones; it is never the truth about
 which jobs wait (the records and RQ's list are), so entries of jobs that left are dropped as they are met.
@@ -51,6 +53,7 @@ class Placement:
 
     tag: float
     finish: float  # the tag plus the job's predicted seconds: where the account's next job may start
+    virtual_now: float  # V when it was placed
     pivot: str | None
     position: int
     gone: list[str] = field(default_factory=list)  # index entries of jobs no longer waiting, to drop
@@ -66,7 +69,7 @@ class FairShare:
         prefix = f"fair:{queue_name}"
         self.tags_key = f"{prefix}:tags"  # sorted set: waiting job id -> tag
         self.costs_key = f"{prefix}:costs"  # hash: waiting job id -> predicted run seconds
-        self.clock_key = f"{prefix}:clock"  # sorted set of one: the highest tag given, V while nothing waits
+        self.clock_key = f"{prefix}:clock"  # sorted set of one: V as the last submit found it (only grows)
         self._prefix = prefix
 
     def last_tag_key(self, account_id: str) -> str:
@@ -97,12 +100,12 @@ class FairShare:
             for job_id, score in batch:
                 if reader.lpos(self.layout.waiting_key, _ids([job_id])[0]) is not None:
                     pivot, position = self._first_of(reader, score)
-                    return Placement(tag, finish, pivot, position, gone)
+                    return Placement(tag, finish, virtual_now, pivot, position, gone)
             gone += self._gone(
                 reader, _ids([job_id for job_id, _ in batch])
             )  # off the list: taken by a worker (still PENDING) or ended
             if len(batch) < PIVOT_BATCH:
-                return Placement(tag, finish, None, int(reader.llen(self.layout.waiting_key)), gone)
+                return Placement(tag, finish, virtual_now, None, int(reader.llen(self.layout.waiting_key)), gone)
             offset += PIVOT_BATCH
 
     def _first_of(self, reader: Reader, score: float) -> tuple[str, int]:
@@ -123,7 +126,9 @@ class FairShare:
         return pivot, position
 
     def _virtual_time(self, reader: Reader) -> tuple[float, list[str]]:
-        """The lowest tag of a job still waiting, else the clock; and the lower entries met that no longer wait."""
+        """V, and the lowest entries met that no longer wait (started or ended: their tags are V's history)."""
+        raw = reader.zscore(self.clock_key, CLOCK)
+        clock = float(raw) if raw is not None else 0.0
         gone: list[str] = []
         offset, size = 0, LOWEST_FIRST
         while True:
@@ -132,12 +137,13 @@ class FairShare:
             )
             ended = set(self._gone(reader, _ids([job_id for job_id, _ in batch])))
             for job_id, score in batch:
-                if _ids([job_id])[0] not in ended:
-                    return float(score), gone
+                if _ids([job_id])[0] in ended:
+                    clock = max(clock, float(score))
+                else:
+                    return min(clock, float(score)), gone
             gone += sorted(ended)
             if len(batch) < size:
-                clock = reader.zscore(self.clock_key, CLOCK)
-                return (float(clock) if clock is not None else 0.0), gone
+                return clock, gone
             offset, size = offset + size, PIVOT_BATCH
 
     def add(self, pipe: Pipeline, record: JobRecord, placement: Placement, address_key: str | None) -> None:
@@ -150,7 +156,7 @@ class FairShare:
             pipe.zadd(address_key, {job_id: record.created_at})
         # A day without jobs and the account's history no longer counts: its next job starts at V anyway.
         pipe.set(self.last_tag_key(record.account_id), repr(placement.finish), ex=LAST_FINISH_TTL_S)
-        pipe.zadd(self.clock_key, {CLOCK: placement.tag}, gt=True)
+        pipe.zadd(self.clock_key, {CLOCK: placement.virtual_now}, gt=True)
         self.forget(pipe, placement.gone)
 
     def forget(self, pipe: Pipeline, job_ids: Sequence[str]) -> None:

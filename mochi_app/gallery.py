@@ -42,7 +42,7 @@ class Tile:
 
     @classmethod
     def build(cls, index: int) -> Tile:
-        with gr.Column(elem_classes="gallery-item", visible=False, min_width=0) as column:
+        with gr.Column(elem_classes="video-tile", visible=False, min_width=0) as column:
             job_id = gr.Textbox(visible=False, elem_classes="tile-job")
             media = gr.HTML("")
             caption = gr.HTML("")

@@ -27,7 +27,7 @@ CSS = """
 .player { width: 100%; max-height: 60vh; border-radius: 8px; background: #000; }
 .download { display: inline-block; margin-top: 6px; }
 .gallery-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
-.gallery-item { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
+.video-tile { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
 .tile-buttons { flex-wrap: nowrap !important; gap: 6px; } .tile-buttons button { min-width: 0 !important; }
 .thumb { width: 100%; aspect-ratio: 16 / 9; border-radius: 6px; background: #111; object-fit: contain; }
 .thumb.placeholder { display: flex; flex-direction: column; gap: 8px; align-items: center; justify-content: center;

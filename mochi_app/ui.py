@@ -23,6 +23,14 @@ from mochi_app.studio import Studio
 POLL_INTERVAL_S = 1.0
 # name: (num_inference_steps, num_frames), clamped to the configured limits.
 PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
+# name: (width, height), clamped to the configured limits.
+ASPECTS = {"Landscape 848x480": (848, 480), "Portrait 480x848": (480, 848), "Square 480x480": (480, 480)}
+EXAMPLE_PROMPTS = [
+    "A red fox trots through fresh snow at dawn, its breath misting in the cold air",
+    "Waves roll onto a black sand beach at sunset, seen from a low drone",
+    "A paper boat drifts down a rain-filled gutter past glowing shop windows at night",
+    "Close-up of a hummingbird hovering at a purple flower, slow motion",
+]
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
 # The form's fields, one control each, in the request's order; the "Random seed" box comes after them.
@@ -74,6 +82,9 @@ class StudioPage:
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
         blocks.load(self.quote_form, self.inputs, self.quote, **INTERNAL)
+        blocks.load(self.preset_costs, self.inputs, self.preset, **INTERNAL)
+        blocks.load(self.count_tokens, self.prompt, self.prompt_tokens, **INTERNAL)
+        blocks.load(self.count_tokens, self.negative, self.negative_tokens, **INTERNAL)
         self.timer.tick(self.refresh, self.watched, self.shown, **INTERNAL)
         self._wire_form()
         self._wire_jobs()
@@ -99,10 +110,13 @@ class StudioPage:
         limits = self.limits
         max_frames = MIN_NUM_FRAMES + (limits.max_num_frames - MIN_NUM_FRAMES) // 6 * 6
         self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox trots through fresh snow at dawn")
-        self.prompt_tokens = gr.Markdown(cards.tokens_label(None, limits.max_prompt_tokens))
+        self.prompt_tokens = gr.Markdown("")
+        gr.Examples([[prompt] for prompt in EXAMPLE_PROMPTS], [self.prompt], label="Try a prompt",
+                    api_visibility="private")  # fmt: skip
         self.negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="What the video should not show")
         self.negative_tokens = gr.Markdown("")
         self.preset = gr.Radio(list(PRESETS), value="Standard", label="Quality preset")
+        self.aspect = gr.Radio(list(ASPECTS), value=next(iter(ASPECTS)), label="Shape")
         with gr.Accordion("Advanced", open=False):
             self.num_frames = gr.Slider(
                 MIN_NUM_FRAMES, max_frames, value=DEFAULTS["num_frames"], step=6, precision=0, label="Frames"
@@ -149,6 +163,7 @@ class StudioPage:
         if set(self.fields) != set(FORM_FIELDS):  # a new request field needs a control, and no control is spare
             raise RuntimeError(f"the form's fields {sorted(self.fields)} are not the request's {sorted(FORM_FIELDS)}")
         self.inputs = [*(self.fields[name] for name in FORM_FIELDS), self.random_seed]
+        self.filled = [*self.inputs, self.preset, self.aspect]  # what a job's request sets in the form (`_form_of`)
 
     def account(self, request: gr.Request) -> str:
         return account_of(self.studio, request)
@@ -194,11 +209,14 @@ class StudioPage:
         for slider in (self.num_frames, self.fps):
             slider.change(cards.frames_label, [self.num_frames, self.fps], self.duration, **INTERNAL)
         self.preset.change(self.apply_preset, self.preset, [self.steps, self.num_frames], **INTERNAL)
+        self.aspect.change(self.apply_aspect, self.aspect, [self.width, self.height], **INTERNAL)
+        for control in (self.width, self.height, self.guidance):
+            control.change(self.preset_costs, self.inputs, self.preset, trigger_mode="always_last", **INTERNAL)
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
         controls: list[Any] = self.inputs  # each a form control, all of which have .change
         for control in controls:
             control.change(self.quote_form, self.inputs, self.quote, trigger_mode="always_last", **INTERNAL)
-        self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.inputs, self.reproduce_file], **INTERNAL)
+        self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.filled, self.reproduce_file], **INTERNAL)
         self.then_refresh(
             self.generate.click(
                 self.submit_form,
@@ -230,9 +248,33 @@ class StudioPage:
         except (NotSignedIn, RedisError):
             return ""
 
-    def apply_preset(self, name: str) -> tuple[int, int]:
+    def apply_preset(self, name: str | None) -> tuple[Any, Any]:
+        if name not in PRESETS:  # none chosen: a remixed job's own steps and frames stay
+            return gr.skip(), gr.skip()
         steps, frames = PRESETS[name]
         return min(steps, self.limits.max_num_inference_steps), min(frames, self.limits.max_num_frames)
+
+    def apply_aspect(self, name: str | None) -> tuple[Any, Any]:
+        if name not in ASPECTS:  # none chosen: a remixed job's own size stays
+            return gr.skip(), gr.skip()
+        width, height = ASPECTS[name]
+        return min(width, self.limits.max_width_px), min(height, self.limits.max_height_px)
+
+    def preset_costs(self, request: gr.Request, *values: Any) -> Any:
+        """Each preset's name with what it would cost at the form's size ("Draft · about 40 s")."""
+        *fields, _ = values
+        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"prompt": "a prompt"}
+        choices = []
+        for name in PRESETS:
+            steps, frames = self.apply_preset(name)
+            try:
+                cost = self.studio.quote(
+                    self.account(request), params | {"num_inference_steps": steps, "num_frames": frames}
+                )
+                choices.append((f"{name} · about {cards.about(cost.estimated_run_s)}", name))
+            except (InvalidRequest, NotSignedIn, RedisError):
+                choices.append((name, name))
+        return gr.Radio(choices=choices)
 
     @staticmethod
     def reuse(used: int | None) -> tuple[Any, Any]:
@@ -250,7 +292,9 @@ class StudioPage:
             params["seed"] = None
         job = self.studio.submit(self.account(request), params, address_of(request))
         gr.Info(f"Queued job {job.job_id[:8]} with seed {job.request.seed}.")
-        return job.job_id, job.request.seed, job.request.seed, [None]
+        # With "Random seed" ticked the box is left alone: "Reuse last seed" puts the seed there.
+        shown_seed = gr.skip() if random_seed else job.request.seed
+        return job.job_id, job.request.seed, shown_seed, [None]
 
     def _wire_jobs(self) -> None:
         self.then_refresh(self.cancel_followed.click(self.cancel_job, self.followed, None, **INTERNAL))
@@ -263,7 +307,7 @@ class StudioPage:
         """A tile's buttons act on the job id the browser holds for it: the job the visitor saw there."""
         opened = self.then_refresh(tile.open.click(self.open_job, tile.job_id, self.followed, **INTERNAL))
         opened.then(None, js=SHOW_CARD_JS)
-        tile.remix.click(self.remix, tile.job_id, self.inputs, **INTERNAL)
+        tile.remix.click(self.remix, tile.job_id, self.filled, **INTERNAL)
         self.then_refresh(
             tile.end.click(self.end_job, [tile.job_id, self.gallery.armed], self.gallery.armed, **INTERNAL)
         )
@@ -318,4 +362,8 @@ class StudioPage:
 
     def _form_of(self, asked: GenerationRequest) -> Shown:
         form: Shown = {self.fields[name]: getattr(asked, name) for name in FORM_FIELDS}
-        return {**form, self.num_frames: asked.rendered_num_frames, self.random_seed: False}
+        shape = (asked.num_inference_steps, asked.rendered_num_frames)
+        preset = next((name for name in PRESETS if self.apply_preset(name) == shape), None)
+        aspect = next((name for name in ASPECTS if self.apply_aspect(name) == (asked.width, asked.height)), None)
+        chosen: Shown = {self.preset: preset, self.aspect: aspect}
+        return {**form, self.num_frames: asked.rendered_num_frames, self.random_seed: False, **chosen}

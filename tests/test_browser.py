@@ -120,7 +120,7 @@ def test_prompt_to_video_with_live_progress(page: Page) -> None:
     player.wait_for()
     page.wait_for_function("() => document.querySelector('video.player').readyState >= 1", timeout=30_000)
     assert player.evaluate("video => video.duration") > 1.9  # 61 frames at 30 fps, decoded by Chromium
-    gallery_item = page.locator(".gallery-item").first
+    gallery_item = page.locator(".video-tile").first
     gallery_item.locator("video.thumb").wait_for()
     assert "a red fox trots through fresh snow" in gallery_item.inner_text()
     assert "COMPLETED" in gallery_item.inner_text()
@@ -211,7 +211,7 @@ def test_remix_loads_a_jobs_parameters_into_the_form(page: Page, studio_app: Run
     params = {"prompt": "a heron lands on a pond", **SMALL, "seed": 1234}
     httpx.post(f"{studio_app.url}/generate", json=params).raise_for_status()
     page.reload()
-    item = page.locator(".gallery-item").first
+    item = page.locator(".video-tile").first
     item.get_by_text(params["prompt"]).wait_for(timeout=60_000)
     item.get_by_role("button", name="Remix").click()
     prompt_box = page.get_by_label("Prompt", exact=True)
@@ -234,7 +234,7 @@ def finished_jobs(url: str, prompts: list[str]) -> list[str]:
 
 
 def tile(page: Page, index: int) -> Locator:
-    return page.locator(".gallery-item").nth(index)
+    return page.locator(".video-tile").nth(index)
 
 
 def card_shows(page: Page, job_id: str) -> None:
@@ -273,6 +273,11 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     assert kept and all(kept), f"videos replaced while the job ran: {kept}"
 
     tile(page, 0).get_by_role("button", name="Cancel").click()
+
+    def cancelled() -> bool:  # a running job stops at its next step, which a loaded machine takes its time over
+        return bool(httpx.get(f"{studio_app.url}/status/{running}").json()["status"] == "CANCELLED")
+
+    wait_for(cancelled, 240, "the running job cancelled from its tile", interval_s=0.5)
     tile(page, 0).get_by_text("CANCELLED").wait_for(timeout=60_000)
     tile(page, 0).get_by_role("button", name="Delete").click()  # the first click only asks again
     tile(page, 0).get_by_role("button", name="Click again to delete").click()
@@ -284,6 +289,21 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     log = studio_app.child.log[log_before:]
     assert "Traceback" not in log and "KeyError" not in log, log[-3000:]
     assert not [error for error in console_errors if "Could not parse" in error or "500" in error], console_errors
+
+
+def test_a_first_view_counts_both_prompts_and_an_example_fills_the_prompt(page: Page) -> None:
+    page.get_by_text("0 / 256 tokens").nth(1).wait_for(timeout=30_000)  # the prompt's and the negative's
+    assert "appears once a worker" not in page.content()
+    page.get_by_text("Waves roll onto a black sand beach").first.click()
+    prompt_box = page.get_by_label("Prompt", exact=True)
+    wait_for(lambda: prompt_box.input_value().startswith("Waves roll"), 30, "the example in the prompt box")
+    page.get_by_text(re.compile(r"^[1-9]\d* / 256 tokens$")).first.wait_for(timeout=30_000)
+    page.get_by_text("Portrait 480x848").click()
+    page.get_by_text("Advanced").click()
+    width = page.get_by_label("number input for Width (px)", exact=True)
+    wait_for(lambda: width.input_value() == "480", 30, "the portrait width")
+    assert page.get_by_label("number input for Height (px)", exact=True).input_value() == "848"
+    page.get_by_text(re.compile(r"^Draft · about ")).wait_for(timeout=30_000)
 
 
 def test_on_a_phone_the_card_comes_into_view_after_generate_and_open(browser: Browser, studio_app: RunningApp) -> None:
@@ -298,10 +318,11 @@ def test_on_a_phone_the_card_comes_into_view_after_generate_and_open(browser: Br
         tile(phone, 0).get_by_role("button", name="Open").scroll_into_view_if_needed()
         tile(phone, 0).get_by_role("button", name="Open").click()
         phone.wait_for_function(in_view, timeout=30_000)
-        width = phone.evaluate("() => document.querySelector('.gallery-item').getBoundingClientRect().width")
+        width = phone.evaluate("() => document.querySelector('.video-tile').getBoundingClientRect().width")
         assert width > 300, f"a tile is {width} px wide on a 390 px screen: not one column"
         phone.evaluate("() => window.scrollTo(0, 0)")
         submit_prompt(phone, "a phone's own clip", QUICK)
+        phone.locator(".job-card", has_text="a phone's own clip").wait_for(timeout=30_000)
         phone.wait_for_function(in_view, timeout=30_000)
         ARTIFACTS.mkdir(exist_ok=True)
         phone.screenshot(path=ARTIFACTS / "gallery-phone.png", full_page=True)

@@ -64,7 +64,16 @@ def test_a_newcomer_waits_behind_at_most_one_job_however_long_the_wall_clock_ran
     assert job_queue.rq.job_ids[:3] == [newcomer.job_id, second.job_id, backlog[1]]
 
 
-def test_with_nothing_waiting_a_returning_account_starts_after_the_highest_tag_given(job_queue: JobQueue) -> None:
+def test_a_newcomer_starts_level_with_the_job_in_service_ahead_of_the_busy_accounts_next(job_queue: JobQueue) -> None:
+    hog = new_account()
+    backlog = [job_queue.submit(hog, {"prompt": f"clip {n}", **SMALL}).job_id for n in range(4)]
+    job_queue.rq.remove(backlog[0])  # a worker takes the first and starts it
+    job_queue.store.update(backlog[0], lambda record: record.model_copy(update={"status": JobStatus.RUNNING}))
+    drafts = [job_queue.submit(new_account(), {"prompt": f"draft {n}", **SMALL}).job_id for n in range(2)]
+    assert job_queue.rq.job_ids[:3] == [*drafts, backlog[1]]
+
+
+def test_with_nothing_waiting_a_newcomer_starts_at_the_last_started_tag(job_queue: JobQueue) -> None:
     first = job_queue.submit(new_account(), {"prompt": "alone", **SMALL})
     job_queue.cancel(first.job_id)
     again = job_queue.fair.place(job_queue.redis, new_account(), 1.0)

@@ -151,6 +151,28 @@ def test_presets_stay_within_the_limits(redis: Redis, settings: Settings) -> Non
     assert page.apply_preset("Final") == (50, 85)  # 100 steps and 163 frames: held to both limits
 
 
+def test_presets_and_shapes_set_the_form_and_say_what_they_cost(page: StudioPage, visitor: gr.Request) -> None:
+    assert page.apply_aspect("Portrait 480x848") == (480, 848)
+    assert page.apply_preset(None) == (gr.skip(), gr.skip())  # a remix left no preset chosen: nothing changes
+    labels = [label for label, _ in page.preset_costs(visitor, *form_values(prompt="")).choices]
+    assert [label.split(" · ")[0] for label in labels] == ["Draft", "Standard", "Final"]
+    assert all(" · about " in label for label in labels), labels
+
+
+def test_remix_chooses_the_preset_and_shape_its_job_matches_or_none(page: StudioPage, visitor: gr.Request) -> None:
+    draft = page.studio.submit(owner(page, visitor), {"prompt": "a draft", "num_inference_steps": 24, "num_frames": 31})
+    small = page.studio.submit(owner(page, visitor), {"prompt": "small", **SMALL})
+    drafted, smaller = page.remix(draft.job_id, visitor), page.remix(small.job_id, visitor)
+    assert (drafted[page.preset], drafted[page.aspect]) == ("Draft", "Landscape 848x480")
+    assert (smaller[page.preset], smaller[page.aspect]) == (None, None)
+    assert set(smaller) <= set(page.filled)  # each a declared output of the event
+
+
+def test_with_random_seed_ticked_the_seed_box_is_left_alone(page: StudioPage, visitor: gr.Request) -> None:
+    _, seed, shown_seed, _ = page.submit_form(visitor, *form_values(prompt="a lark", **SMALL))
+    assert isinstance(seed, int) and shown_seed == gr.skip()
+
+
 def test_the_form_submits_each_field_under_its_name(page: StudioPage, visitor: gr.Request) -> None:
     """The form's inputs are the request's fields in order, then "Random seed"; both seed choices arrive."""
     values = {**SMALL, "prompt": "a lark", "negative_prompt": "fog", "guidance_scale": 6.5, "seed": 41, "fps": 12}
@@ -196,6 +218,7 @@ def test_a_dropped_mp4_fills_the_form_with_its_request_and_is_not_kept(page: Stu
         False,
     ]
     assert shown[page.reproduce_file] is None and not dropped.exists()
+    assert set(shown) <= {*page.filled, page.reproduce_file}  # each a declared output of the upload event
 
     plain = tmp_path / "plain.mp4"
     write_mp4(np.zeros((7, 64, 64, 3), np.uint8), plain, 24)
