@@ -460,7 +460,6 @@ def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: st
     for who, stranger in strangers.items():
         seen = [
             gradio_event(stranger, refresh, following, session_hash),  # the followed job, from the session's state
-            stranger.post("/gradio_api/call/apply", json={"data": [None], "session_hash": session_hash}).text,
             stranger.get("/gradio_api/deep_link", params={"session_hash": session_hash}).text,
         ]
         # The visitor's next event, read from the stream under the visitor's hash before the visitor reads it.
