@@ -47,6 +47,11 @@ def _ids(raws: object) -> list[str]:
     return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in cast(list[bytes | str], raws)]
 
 
+def _scored(raws: object) -> list[tuple[str, float]]:
+    """(job id, tag) pairs as Redis answers a WITHSCORES read, ids as text."""
+    return [(_ids([job_id])[0], float(score)) for job_id, score in cast(list[tuple[bytes, float]], raws)]
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """Where a job would go: its tag, the waiting job it goes before (None: the back) and how many are ahead."""
@@ -91,19 +96,15 @@ class FairShare:
         finish = tag + cost_s
         offset = 0
         while True:
-            batch = cast(
-                list[tuple[bytes, float]],
-                reader.zrangebyscore(
-                    self.tags_key, f"({tag!r}", "+inf", start=offset, num=PIVOT_BATCH, withscores=True
-                ),
+            batch = _scored(
+                reader.zrangebyscore(self.tags_key, f"({tag!r}", "+inf", start=offset, num=PIVOT_BATCH, withscores=True)
             )
             for job_id, score in batch:
-                if reader.lpos(self.layout.waiting_key, _ids([job_id])[0]) is not None:
+                if reader.lpos(self.layout.waiting_key, job_id) is not None:
                     pivot, position = self._first_of(reader, score)
                     return Placement(tag, finish, virtual_now, pivot, position, gone)
-            gone += self._gone(
-                reader, _ids([job_id for job_id, _ in batch])
-            )  # off the list: taken by a worker (still PENDING) or ended
+            # Off the list: taken by a worker (still PENDING) or ended.
+            gone += self._gone(reader, [job_id for job_id, _ in batch])
             if len(batch) < PIVOT_BATCH:
                 return Placement(tag, finish, virtual_now, None, int(reader.llen(self.layout.waiting_key)), gone)
             offset += PIVOT_BATCH
@@ -132,15 +133,12 @@ class FairShare:
         gone: list[str] = []
         offset, size = 0, LOWEST_FIRST
         while True:
-            batch = cast(
-                list[tuple[bytes, float]], reader.zrange(self.tags_key, offset, offset + size - 1, withscores=True)
-            )
-            ended = set(self._gone(reader, _ids([job_id for job_id, _ in batch])))
+            batch = _scored(reader.zrange(self.tags_key, offset, offset + size - 1, withscores=True))
+            ended = set(self._gone(reader, [job_id for job_id, _ in batch]))
             for job_id, score in batch:
-                if _ids([job_id])[0] in ended:
-                    clock = max(clock, float(score))
-                else:
-                    return min(clock, float(score)), gone
+                if job_id not in ended:
+                    return min(clock, score), gone
+                clock = max(clock, score)
             gone += sorted(ended)
             if len(batch) < size:
                 return clock, gone
