@@ -1,4 +1,4 @@
-"""REST routes: submit, status, download, list, cancel, health and metrics, beside the Gradio page."""
+"""REST routes: submit, status, download, thumbnails, list, cancel, health and metrics, beside the Gradio page."""
 
 from __future__ import annotations
 
@@ -106,7 +106,22 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         """The finished video (MP4), or with an object store a redirect to a link that expires; 409 until
         the job has completed."""
         location = studio.video(account, job_id, "HEAD" if request.method == "HEAD" else "GET")
-        return video_response(location, f"mochi-{job_id}.mp4", disposition="inline")
+        return stored_response(location, VIDEO, f"mochi-{job_id}.mp4", disposition="inline")
+
+    @router.api_route(
+        "/thumbnail/{job_id}",
+        methods=["GET", "HEAD"],
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"image/webp": {}}},
+            307: {"description": "a short-lived link to the object store"},
+        },
+    )
+    def thumbnail(job_id: str, account: CurrentAccount, request: Request) -> Response:
+        """The finished video's poster: a small animated WebP of a few of its frames (the first one first);
+        409 until the job has completed."""
+        location = studio.poster(account, job_id, "HEAD" if request.method == "HEAD" else "GET")
+        return stored_response(location, POSTER, f"mochi-{job_id}.webp", disposition="inline")
 
     @router.get(
         "/events/{job_id}",
@@ -182,11 +197,18 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
     return router
 
 
-def video_response(location: VideoLocation, filename: str, disposition: str = "attachment") -> Response:
-    """A video where the storage keeps it: the file from here, or a redirect to the store's short-lived link."""
+VIDEO = "video/mp4"
+POSTER = "image/webp"
+
+
+def stored_response(
+    location: VideoLocation, media_type: str, filename: str, disposition: str = "attachment"
+) -> Response:
+    """A video or poster where the storage keeps it: the file from here, or a redirect to the store's
+    short-lived link."""
     if isinstance(location, StoredFile):
         return FileResponse(
-            location.path, media_type="video/mp4", filename=filename, content_disposition_type=disposition
+            location.path, media_type=media_type, filename=filename, content_disposition_type=disposition
         )
     # Not cached: the link expires, and it is this caller's alone.
     return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})

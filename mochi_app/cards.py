@@ -129,11 +129,13 @@ def player(job: JobPublic | None) -> str:
 
 
 def gallery_media(job: JobPublic) -> str:
-    """A gallery tile's picture: the video once finished (its first frame is the thumbnail), else how far
+    """A gallery tile's picture: the finished video's poster (the player loads only on Open), else how far
     the job has got (its badge is in the caption)."""
-    if job.download_url is not None:
-        src = escape(job.download_url.lstrip("/"))
-        return f'<video class="thumb" src="{src}" preload="metadata" muted loop playsinline controls></video>'
+    if job.thumbnail_url is not None:
+        src = escape(job.thumbnail_url.lstrip("/"))  # relative: the page may be served under a path (a Space)
+        return f'<img class="thumb" src="{src}" alt="{escape(_clip(job.request.prompt, 90))}" loading="lazy">'
+    if job.download_url is not None:  # finished before posters were made
+        return '<div class="thumb placeholder"><span>Open to play</span></div>'
     if job.status is JobStatus.RUNNING:
         progress = f'<progress value="{job.progress.step}" max="{job.progress.total}"></progress>'
         return f'<div class="thumb placeholder running"><span>{_state_line(job)}</span>{progress}</div>'

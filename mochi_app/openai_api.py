@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from mochi_app.api import CurrentAccount, Options, video_response
+from mochi_app.api import VIDEO, CurrentAccount, Options, stored_response
 from mochi_app.errors import JobConflict
 from mochi_app.public import JobPublic
 from mochi_app.records import JobStatus
@@ -164,7 +164,7 @@ def build_openai_router(studio: Studio) -> APIRouter:
     @router.get("/{video_id}/content", response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
     def content(video_id: str, account: CurrentAccount, variant: Literal["video"] = "video") -> Response:
         """The MP4 (a redirect to a link that expires, with an object store); 409 until it is completed."""
-        return video_response(studio.video(account, video_id), f"{video_id}.mp4")
+        return stored_response(studio.video(account, video_id), VIDEO, f"{video_id}.mp4")
 
     @router.post("/{video_id}/remix", response_model=Video)
     async def remix(video_id: str, request: Request, account: CurrentAccount, options: Options) -> Video:

@@ -49,6 +49,9 @@ class JobPublic(BaseModel):
     steps_run: int = Field(default=0, description="denoising steps run over all runs")
     decode_retries: int = Field(default=0, description="decodes tried again on the saved latents after one failed")
     download_url: str | None = Field(description="where the MP4 is, once COMPLETED")
+    thumbnail_url: str | None = Field(
+        default=None, description="where its poster is (a small animated WebP of a few frames), once COMPLETED"
+    )
     webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
 
     @classmethod
@@ -86,6 +89,7 @@ class JobPublic(BaseModel):
             steps_run=record.steps_run,
             decode_retries=record.decode_retries,
             download_url=download_path(record.job_id) if has_video else None,
+            thumbnail_url=thumbnail_path(record.job_id) if has_video and record.has_poster else None,
             webhook=record.webhook,
         )
 
@@ -93,6 +97,11 @@ class JobPublic(BaseModel):
 def download_path(job_id: str) -> str:
     """The URL path (relative to the app's root) that serves a finished job's MP4."""
     return f"/download/{job_id}"
+
+
+def thumbnail_path(job_id: str) -> str:
+    """The URL path (relative to the app's root) that serves a finished job's poster."""
+    return f"/thumbnail/{job_id}"
 
 
 class JobPagePublic(BaseModel):

@@ -113,6 +113,7 @@ class JobRecord(BaseModel):
     webhook: Webhook | None = None
     error: str | None = None
     video_path: str | None = None
+    has_poster: bool = False  # a poster was kept beside the video (storage.keep_poster)
     output: VideoInfo | None = None
     peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
     steps_run: int = 0  # denoising steps run over all attempts (a resumed job runs fewer than attempts x steps)

@@ -16,6 +16,7 @@ from rq.timeouts import JobTimeoutException
 from mochi_app.checkpoints import Checkpoint, fingerprint, from_bytes, to_bytes
 from mochi_app.config import Settings
 from mochi_app.costs import profile_name
+from mochi_app.posters import poster_webp
 from mochi_app.provenance import provenance
 from mochi_app.queue import JobQueue, past_deadline
 from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
@@ -180,8 +181,10 @@ class JobRunner:
         encode_started = time.perf_counter()
         record_json = json.dumps(provenance(record, self.renderer.made_with), ensure_ascii=False)
         write_mp4(rendering.frames, staged, request.fps, comment=record_json)
+        poster = poster_webp(rendering.frames)
         encode_s = time.perf_counter() - encode_started
         video = self.videos.keep(staged, record)  # uploaded, with an object store
+        has_poster = self._keep_poster(record, video, poster)
         upload_s = time.perf_counter() - encode_started - encode_s
         frame_count, height, width, _ = rendering.frames.shape
 
@@ -211,6 +214,7 @@ class JobRunner:
                     "finished_at": now,
                     "timings": timings,
                     "video_path": video,
+                    "has_poster": has_poster,
                     "peak_gpu_memory_bytes": rendering.peak_gpu_memory_bytes,
                     "resumed_from_step": rendering.resumed_from_step,
                     "decode_retries": current.decode_retries + rendering.decode_retries,
@@ -237,6 +241,15 @@ class JobRunner:
         # the record does not point at this attempt's video, so dropping it cannot touch the job's.
         self.videos.drop(record, video)
         return finished or record
+
+    def _keep_poster(self, record: JobRecord, video: str, poster: bytes) -> bool:
+        """Whether the poster was kept: without one the gallery shows a plain tile, and the video is whole."""
+        try:
+            self.videos.keep_poster(record, video, poster)
+        except (OSError, StorageUnusable) as exc:
+            log.warning("job %s: its poster was not kept: %s", record.job_id, exc)
+            return False
+        return True
 
     def _calibrate(self, record: JobRecord) -> None:
         """Add the job's timings to this worker's cost profile, so the next quotes learn from them."""

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from mochi_app.config import BucketURL, Settings
 from mochi_app.records import JobRecord
-from mochi_app.video import VIDEO_NAME, VideoNotWritten, attempt_video_path, job_videos, recorded_video
+from mochi_app.video import VIDEO_NAME, VideoNotWritten, attempt_video_path, job_videos, poster_of, recorded_video
 
 S3Client = Any  # boto3 ships no types
 log = logging.getLogger(__name__)
@@ -71,17 +71,24 @@ class VideoStorage(Protocol):
     def keep(self, staged: Path, record: JobRecord) -> str:
         """Make the staged MP4 the attempt's stored video; returns its name, for the record."""
 
+    def keep_poster(self, record: JobRecord, video: str, data: bytes) -> None:
+        """Keep the poster (posters.poster_webp) of the attempt's stored video `video`, beside it."""
+
     def drop(self, record: JobRecord, name: str) -> None:
-        """Remove one attempt's stored video: the attempt lost the job, so the record does not name it."""
+        """Remove one attempt's stored video and its poster: the attempt lost the job, so the record does not
+        name them."""
 
     def remove(self, record: JobRecord) -> None:
-        """Remove every attempt's video of the job, and its checkpoint."""
+        """Remove every attempt's video and poster of the job, and its checkpoint."""
 
     def has(self, record: JobRecord) -> bool:
         """Whether the record names a video of its own job that can be served."""
 
     def locate(self, record: JobRecord, method: Method = "GET") -> VideoLocation | None:
         """How a client gets the record's video, or None when there is none to get."""
+
+    def locate_poster(self, record: JobRecord, method: Method = "GET") -> VideoLocation | None:
+        """How a client gets the poster of the record's video, or None when there is none to get."""
 
     def save_checkpoint(self, record: JobRecord, data: bytes) -> None:
         """Keep the job's latest denoising checkpoint (checkpoints.to_bytes), replacing the last one atomically."""
@@ -120,7 +127,8 @@ class FolderStorage:
         """The folder's writability is checked at start with the rest of the data folder (disk.check_writable)."""
 
     def sweep(self, older_than_s: float) -> int:
-        return _remove_older(self.videos_dir.glob(".*.partial.mp4"), older_than_s)  # never a finished video
+        partial = [*self.videos_dir.glob(".*.partial.mp4"), *self.videos_dir.glob(".*.partial.webp")]
+        return _remove_older(partial, older_than_s)  # never a finished video or poster
 
     def staging_path(self, record: JobRecord) -> Path:
         return attempt_video_path(self.videos_dir, record.job_id)
@@ -128,13 +136,22 @@ class FolderStorage:
     def keep(self, staged: Path, record: JobRecord) -> str:
         return str(staged.relative_to(self.data_dir))  # written in place, atomically (video.write_mp4)
 
+    def keep_poster(self, record: JobRecord, video: str, data: bytes) -> None:
+        path = recorded_video(self.videos_dir, record.job_id, video)
+        if path is None:
+            raise ValueError(f"not a video of job {record.job_id}: {video!r}")
+        poster = path.with_name(poster_of(path.name))
+        _write_whole(poster, data, poster.with_name(f".{path.stem}.partial.webp"))
+
     def drop(self, record: JobRecord, name: str) -> None:
         path = recorded_video(self.videos_dir, record.job_id, name)
         if path is not None:
+            path.with_name(poster_of(path.name)).unlink(missing_ok=True)  # first: no poster outlives its video
             path.unlink(missing_ok=True)
 
     def remove(self, record: JobRecord) -> None:
         for video in job_videos(self.videos_dir, record.job_id):
+            video.with_name(poster_of(video.name)).unlink(missing_ok=True)
             video.unlink(missing_ok=True)
         self.drop_checkpoint(record)
 
@@ -146,13 +163,16 @@ class FolderStorage:
         path = recorded_video(self.videos_dir, record.job_id, record.video_path)
         return StoredFile(path) if path is not None and path.is_file() else None
 
+    def locate_poster(self, record: JobRecord, method: Method = "GET") -> StoredFile | None:
+        video = self.locate(record)
+        poster = video.path.with_name(poster_of(video.path.name)) if video is not None else None
+        return StoredFile(poster) if poster is not None and poster.is_file() else None
+
     def save_checkpoint(self, record: JobRecord, data: bytes) -> None:
         """Written beside, then renamed over the last: a worker killed mid-write leaves the last one whole."""
         path = self._checkpoint_path(record)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        _write_whole(path, data, path.with_name(f".{path.name}.partial"))
 
     def load_checkpoint(self, record: JobRecord) -> bytes | None:
         try:
@@ -209,11 +229,19 @@ class BucketStorage:
             staged.unlink(missing_ok=True)
         return key
 
+    def keep_poster(self, record: JobRecord, video: str, data: bytes) -> None:
+        """One PUT, beside the video's object (StorageUnusable when it fails: the video stays without one)."""
+        if not self._owned(record, video):
+            raise ValueError(f"not a video of job {record.job_id}: {video!r}")
+        with self._calling("written"):
+            self.client.put_object(Bucket=self.url.bucket, Key=poster_of(video), Body=data, ContentType="image/webp")
+
     def drop(self, record: JobRecord, name: str) -> None:
         """Best effort: an object left behind is under the job's prefix, so `remove` takes it later."""
         try:
             with self._calling("written"):
                 if self._owned(record, name):
+                    self.client.delete_object(Bucket=self.url.bucket, Key=poster_of(name))
                     self.client.delete_object(Bucket=self.url.bucket, Key=name)
         except StorageUnusable as exc:
             log.warning(
@@ -221,14 +249,14 @@ class BucketStorage:
             )
 
     def remove(self, record: JobRecord) -> None:
-        """Every object under the job's own prefix (an attempt that uploaded, then died before it could
-        claim the job, left one the record never named)."""
+        """Every video and poster under the job's own prefix (an attempt that uploaded, then died before it
+        could claim the job, left one the record never named)."""
         prefix = self._key(record, f"{record.job_id}.")
         with self._calling("written"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.url.bucket, Prefix=prefix)
             for page in pages:
                 for listed in page.get("Contents", []):
-                    if self._owned(record, listed["Key"]):
+                    if self._owned_file(record, listed["Key"]):
                         self.client.delete_object(Bucket=self.url.bucket, Key=listed["Key"])
             self.client.delete_object(Bucket=self.url.bucket, Key=self._checkpoint_key(record))
 
@@ -240,9 +268,18 @@ class BucketStorage:
     def locate(self, record: JobRecord, method: Method = "GET") -> StoredLink | None:
         if not self.has(record):
             return None
+        return self._link(str(record.video_path), method)
+
+    def locate_poster(self, record: JobRecord, method: Method = "GET") -> StoredLink | None:
+        """Trusts the record as `has` does: a worker sets `has_poster` once the poster's PUT succeeded."""
+        if not (record.has_poster and self.has(record)):
+            return None
+        return self._link(poster_of(str(record.video_path)), method)
+
+    def _link(self, key: str, method: Method) -> StoredLink:
         operation = "head_object" if method == "HEAD" else "get_object"  # the method is part of the signature
         url = self.client.generate_presigned_url(
-            operation, Params={"Bucket": self.url.bucket, "Key": record.video_path}, ExpiresIn=self.link_ttl_s
+            operation, Params={"Bucket": self.url.bucket, "Key": key}, ExpiresIn=self.link_ttl_s
         )
         return StoredLink(url)
 
@@ -283,7 +320,12 @@ class BucketStorage:
     def _key(self, record: JobRecord, name: str) -> str:
         return f"{self.url.prefix}{account_folder(record.account_id)}/{name}"
 
+    def _owned_file(self, record: JobRecord, key: str) -> bool:
+        """Whether `key` is one of the job's videos, or one's poster."""
+        return self._owned(record, key.removesuffix(".webp") + ".mp4" if key.endswith(".webp") else key)
+
     def _owned(self, record: JobRecord, key: str) -> bool:
+        """Whether `key` is one of the job's videos, in the job's own folder."""
         name = key.rpartition("/")[2]
         match = VIDEO_NAME.fullmatch(name)
         return match is not None and match["job_id"] == record.job_id and key == self._key(record, name)
@@ -301,6 +343,12 @@ def calling_store(bucket: str, verb: str) -> Iterator[None]:
             f"the object store's bucket {bucket!r} cannot be {verb} ({_reason(exc)}); check "
             "MOCHI_STORAGE_URL and boto3's settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         ) from None
+
+
+def _write_whole(path: Path, data: bytes, partial: Path) -> None:
+    """Written beside as `partial`, then renamed over `path`: a process killed mid-write leaves no half file."""
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def _remove_older(paths: Iterable[Path], older_than_s: float) -> int:

@@ -92,13 +92,26 @@ class Studio:
     def video(self, account_id: str, job_id: str, method: Method = "GET") -> VideoLocation:
         """Where the finished MP4 is (a file here, or a short-lived link to the object store);
         JobConflict while the job has not completed."""
-        record = self.record(account_id, job_id)
-        if record.status is not JobStatus.COMPLETED:
-            raise JobConflict(f"job {job_id} is {record.status}; its video can be downloaded once it is COMPLETED")
+        record = self._completed(account_id, job_id, "its video can be downloaded")
         location = self.videos.locate(record, method)
         if location is None:
             raise JobConflict(f"job {job_id} completed but its video file is gone")
         return location
+
+    def poster(self, account_id: str, job_id: str, method: Method = "GET") -> VideoLocation:
+        """Where the finished video's poster is, as `video`; JobConflict also when it has none (a job
+        finished before posters were made, or a store that refused it)."""
+        record = self._completed(account_id, job_id, "its thumbnail is made")
+        location = self.videos.locate_poster(record, method)
+        if location is None:
+            raise JobConflict(f"job {job_id} has no thumbnail: its video has none, or it is gone")
+        return location
+
+    def _completed(self, account_id: str, job_id: str, what_then: str) -> JobRecord:
+        record = self.record(account_id, job_id)
+        if record.status is not JobStatus.COMPLETED:
+            raise JobConflict(f"job {job_id} is {record.status}; {what_then} once it is COMPLETED")
+        return record
 
     def jobs(self, account_id: str, limit: int = 20, cursor: str | None = None) -> JobPagePublic:
         if not 1 <= limit <= MAX_PAGE_SIZE:

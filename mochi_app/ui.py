@@ -31,6 +31,7 @@ EXAMPLE_PROMPTS = [
     "A paper boat drifts down a rain-filled gutter past glowing shop windows at night",
     "Close-up of a hummingbird hovering at a purple flower, slow motion",
 ]
+TITLE = "Mochi video studio"  # the page's, the API docs' and the README's
 # Handlers the page calls on its own: hidden from the API page, never queued behind Generate or each other.
 INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
 # The form's fields, one control each, in the request's order; the "Random seed" box comes after them.
@@ -42,7 +43,7 @@ SHOW_CARD_JS = "() => document.querySelector('.job-card')?.scrollIntoView({behav
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
     page: gr.Blocks
-    with gr.Blocks(title="Mochi studio", analytics_enabled=False) as page:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
         StudioPage(studio, page)
         add_api(studio)
     return page
@@ -59,7 +60,7 @@ class StudioPage:
         self.cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
         self.next_cursor = gr.State(None)
         self.timer = gr.Timer(POLL_INTERVAL_S, active=False)
-        gr.Markdown("# Mochi studio\nText to video with Genmo's Mochi 1.")
+        gr.Markdown(f"# {TITLE}\nText to video with Genmo's Mochi 1.")
         self.banner = gr.HTML(cards.model_banner(None))
         self._sign_in()
         with gr.Row(equal_height=False):

@@ -25,6 +25,11 @@ class VideoNotWritten(OSError):
 VIDEO_NAME = re.compile(r"(?P<job_id>[0-9a-f-]{36})(\.[0-9a-f]{12})?\.mp4")
 
 
+def poster_of(video: str) -> str:
+    """The name of a video's poster (posters.py), beside it: `{job_id}.{attempt}.webp` for `....mp4`."""
+    return video.removesuffix(".mp4") + ".webp"
+
+
 def attempt_video_path(videos_dir: Path, job_id: str) -> Path:
     """A fresh name for one attempt at a job's video. Each attempt writes its own file, so a stale worker
     (frozen past its heartbeat while another finished the job) can never overwrite or delete the video

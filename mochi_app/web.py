@@ -28,7 +28,7 @@ from mochi_app.page_assets import CSS
 from mochi_app.sessions import SessionsPerCaller
 from mochi_app.storage import StorageUnusable
 from mochi_app.studio import Studio
-from mochi_app.ui import build_ui
+from mochi_app.ui import TITLE, build_ui
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     redis = redis_client(url, timeout_s=REDIS_TIMEOUT_S)
     studio = Studio(redis, settings)
     app = FastAPI(
-        title="Mochi studio",
+        title=TITLE,
         description="Text to video with Genmo's Mochi 1: submit a prompt, poll its status, download the MP4.",
         docs_url=None,  # add_api_docs serves /docs with its scripts from here
         redoc_url=None,

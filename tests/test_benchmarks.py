@@ -172,3 +172,9 @@ def test_checkpoints_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("checkpoints", "--steps", "2")
     assert figures["folder"]["checkpoint_bytes"] > 0 and figures["nanio"]["checkpoint_median_ms"] > 0
     assert figures["full_size_latents_bytes"] == {"85_frames": 2_289_600, "163_frames": 4_273_920}
+
+
+def test_gallery_weight_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("gallery_weight", "--frames", "7", "--height", "64", "--width", "64", "--steps", "2")
+    assert figures["posters_bytes"] > 0 and figures["players_metadata_bytes"] > 0
+    assert figures["whole_page_now_bytes"] > figures["posters_bytes"]

@@ -19,6 +19,7 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
+from mochi_app.ui import TITLE
 from tests.harness import (
     REPO,
     SMALL,
@@ -51,6 +52,8 @@ QUICK = {
     "Height (px)": str(SMALL["height"]),
     "Denoising steps": str(SMALL["num_inference_steps"]),
 }
+# A finished tile's poster has loaded: an image, not a player (the player loads only on Open).
+POSTER_SHOWN = "() => document.querySelector('.video-tile img.thumb')?.naturalWidth > 0"
 
 
 def chromium_path() -> str:
@@ -121,7 +124,10 @@ def test_prompt_to_video_with_live_progress(page: Page) -> None:
     page.wait_for_function("() => document.querySelector('video.player').readyState >= 1", timeout=30_000)
     assert player.evaluate("video => video.duration") > 1.9  # 61 frames at 30 fps, decoded by Chromium
     gallery_item = page.locator(".video-tile").first
-    gallery_item.locator("video.thumb").wait_for()
+    poster = gallery_item.locator("img.thumb")
+    page.wait_for_function(POSTER_SHOWN)
+    assert poster.evaluate("img => img.naturalWidth") == 256  # WATCHABLE's width: under the poster's 320 px cap
+    assert page.locator(".gallery-grid video").count() == 0  # the player loads only on Open
     assert "a red fox trots through fresh snow" in gallery_item.inner_text()
     assert "COMPLETED" in gallery_item.inner_text()
 
@@ -182,18 +188,21 @@ def test_the_page_plays_and_seeks_a_video_kept_in_an_object_store(
     assert seek["error"] is None, seek
     assert abs(seek["currentTime"] - duration / 2) < 0.1, (duration, seek)
     assert player.evaluate("video => video.error") is None
+    page.wait_for_function(POSTER_SHOWN, timeout=60_000)  # the gallery's tile, from the store too
 
     store = origin(server.endpoint_url)
     assert (origin(app.url), f"/download/{job_id}", 307) in seen, seen
+    assert (origin(app.url), f"/thumbnail/{job_id}", 307) in seen, seen
     from_store = [status for where, path, status in seen if where == store and path.startswith(f"/{bucket}/videos/")]
     assert from_store and set(from_store) <= {200, 206}, seen
     assert any(job_id in path for where, path, _ in seen if where == store), seen
 
     assert list(app.data_dir.rglob("*.mp4")) == []
     listed = server.client().list_objects_v2(Bucket=bucket)
-    videos = [item["Key"] for item in listed.get("Contents", []) if not item["Key"].startswith("videos/snapshots/")]
-    assert len(videos) == 1 and videos[0].startswith("videos/") and videos[0].endswith(".mp4"), videos
-    assert job_id in videos[0], videos
+    kept = [item["Key"] for item in listed.get("Contents", []) if not item["Key"].startswith("videos/snapshots/")]
+    video, poster = sorted(kept) if len(kept) == 2 else (None, None)
+    assert video is not None and video.startswith("videos/") and video.endswith(".mp4") and job_id in video, kept
+    assert poster == video.removesuffix(".mp4") + ".webp", kept
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "studio-object-store.png", full_page=True)
@@ -256,7 +265,7 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     waiting = httpx.post(f"{studio_app.url}/generate", json={**long_job, "prompt": "a render that waits"}).json()
     page.reload()
     tile(page, 1).get_by_text("Step ").wait_for(timeout=120_000)  # the first long job's tile, running
-    page.evaluate("() => document.querySelectorAll('video.thumb').forEach(video => { video.kept = true; })")
+    page.evaluate("() => document.querySelectorAll('img.thumb').forEach(poster => { poster.kept = true; })")
     steps_seen: set[int] = set()
     lost: list[int] = []
     for click in range(12):
@@ -272,8 +281,8 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     wait_for(lambda: prompt_box.input_value() == "a finished clip 1", 60, "the remixed prompt")
     assert lost == [], f"clicks that did nothing: {lost}"
     assert len(steps_seen) >= 2, f"the running tile did not move: saw steps {sorted(steps_seen)}"
-    kept = page.evaluate("() => [...document.querySelectorAll('video.thumb')].map(video => video.kept === true)")
-    assert kept and all(kept), f"videos replaced while the job ran: {kept}"
+    kept = page.evaluate("() => [...document.querySelectorAll('img.thumb')].map(poster => poster.kept === true)")
+    assert kept and all(kept), f"posters replaced while the job ran: {kept}"
 
     # The waiting one (or, on a quick machine, running: its denoising alone outlasts the clicks) is cancelled.
     tile(page, 0).get_by_role("button", name="Cancel").click()
@@ -428,6 +437,6 @@ def test_the_api_docs_render_with_no_network_beyond_the_studio(blank_page: Page,
 
     page.on("request", lambda request: elsewhere.append(request.url) if goes_elsewhere(request.url) else None)
     page.goto(f"{studio_app.url}/docs")
-    page.locator(".swagger-ui .info .title").get_by_text("Mochi studio").wait_for(timeout=60_000)
+    page.locator(".swagger-ui .info .title").get_by_text(TITLE).wait_for(timeout=60_000)
     page.locator(".opblock-summary-path", has_text="/generate").first.wait_for(timeout=60_000)
     assert elsewhere == []

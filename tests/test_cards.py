@@ -55,8 +55,15 @@ def test_the_player_appears_only_with_a_video() -> None:
     assert cards.player(job(JobStatus.RUNNING)) == ""
     done = job(JobStatus.COMPLETED, download_url="/download/abc")
     assert 'src="download/abc"' in cards.player(done) and "Download MP4" in cards.player(done)
-    assert "<video" in cards.gallery_media(done)
+    assert "<video" not in cards.gallery_media(done) and "Open to play" in cards.gallery_media(done)
     assert "No video" in cards.gallery_media(job(JobStatus.CANCELLED))
+
+
+def test_a_finished_tile_shows_its_poster_as_an_image_not_a_video() -> None:
+    done = job(JobStatus.COMPLETED, download_url="/download/abc", thumbnail_url="/thumbnail/abc")
+    tile = cards.gallery_media(done)
+    assert tile.startswith('<img class="thumb" src="thumbnail/abc"') and "<video" not in tile
+    assert 'alt="a &lt;b&gt;bold&lt;/b&gt; cat"' in tile and 'loading="lazy"' in tile
 
 
 def test_a_tile_shows_how_far_its_job_has_got_and_its_badge_once() -> None:

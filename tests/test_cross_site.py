@@ -18,6 +18,7 @@ from redis import Redis
 
 from mochi_app.accounts import AccountStore
 from mochi_app.config import Settings
+from mochi_app.ui import TITLE
 from tests.harness import Child, free_port, start_child, worker_env
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 from tests.tls_sites import write_certificate
@@ -150,7 +151,7 @@ def test_another_sites_page_reads_nothing_and_plants_nothing(browser: BrowserCon
     results: dict[str, str] = page.evaluate("window.results")
     assert len(results) == 6, results
     framed = page.frame_locator("#studio").locator("body")
-    framed.get_by_text("Mochi studio").first.wait_for(timeout=30_000)
+    framed.get_by_text(TITLE).first.wait_for(timeout=30_000)
     seen_by_attacker = json.dumps(results) + framed.inner_text()
     assert secret not in seen_by_attacker and victim not in seen_by_attacker, results
 

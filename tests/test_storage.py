@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import io
 import os
 import re
 import sys
@@ -17,6 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from redis import Redis
 
 from mochi_app.config import BucketURL, Settings
@@ -37,6 +39,7 @@ from mochi_app.storage import (
 )
 from mochi_app.studio import Studio
 from mochi_app.tokens import TokenCounter
+from mochi_app.video import poster_of
 from mochi_app.web import create_app
 from mochi_app.worker_state import WorkerStates
 from tests.harness import Children, new_account, worker_env
@@ -71,6 +74,13 @@ def objects(s3: S3Server, settings: Settings) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
+def stored(*records: JobRecord) -> list[str]:
+    """The objects finished jobs keep: each one's video and its poster beside it."""
+    return sorted(
+        name for record in records if record.video_path for name in (record.video_path, poster_of(record.video_path))
+    )
+
+
 def mp4s_on_disk(settings: Settings) -> list[Path]:
     return sorted(settings.data_dir.rglob("*.mp4")) if settings.data_dir.exists() else []
 
@@ -96,7 +106,7 @@ def test_a_job_is_completed_once_its_video_is_in_the_bucket_and_on_no_disk(
     assert record.video_path is not None
     assert re.fullmatch(rf"videos/{account_folder(account)}/{record.job_id}\.[0-9a-f]{{12}}\.mp4", record.video_path)
     assert account not in record.video_path
-    assert objects(s3_server, bucket_settings) == [record.video_path]
+    assert objects(s3_server, bucket_settings) == stored(record) and record.has_poster
     assert record.timings.upload_s is not None and record.timings.upload_s >= 0
     assert bucket_settings.storage is not None
     body = s3_server.client().get_object(Bucket=bucket_settings.storage.bucket, Key=record.video_path)["Body"].read()
@@ -189,9 +199,16 @@ def test_the_owner_is_sent_to_a_link_that_expires_and_others_get_the_missing_job
         assert head.status_code == 307
         assert httpx.head(head.headers["location"]).headers["content-length"] == str(len(whole.content))
 
+        poster = http.get(f"/thumbnail/{record.job_id}", headers=as_owner)
+        assert poster.status_code == 307 and poster.headers["cache-control"] == "private, no-store"
+        image = httpx.get(poster.headers["location"])
+        assert image.headers["content-type"] == "image/webp"
+        assert Image.open(io.BytesIO(image.content)).size == (64, 64)
+
         for headers in ({"Authorization": f"Bearer {stranger_key}"}, {}):
-            stranger = http.get(f"/download/{record.job_id}", headers=headers)
-            assert stranger.status_code in {401, 404} and "location" not in stranger.headers
+            for path in (f"/download/{record.job_id}", f"/thumbnail/{record.job_id}"):
+                stranger = http.get(path, headers=headers)
+                assert stranger.status_code in {401, 404} and "location" not in stranger.headers
         assert http.get(f"/download/{record.job_id}", headers={"Authorization": f"Bearer {stranger_key}"}).json() == {
             "detail": f"no job with id {record.job_id!r}"
         }
@@ -250,11 +267,11 @@ def test_delete_and_retention_leave_no_object_behind(
         assert record.video_path is not None
         orphans[record.job_id] = record.video_path.rsplit(".", 2)[0] + ".fedcba987654.mp4"
         client.put_object(Bucket=bucket_settings.storage.bucket, Key=orphans[record.job_id], Body=b"an orphan")
-    assert len(objects(s3_server, bucket_settings)) == 5
+    assert len(objects(s3_server, bucket_settings)) == 8
 
     studio = Studio(redis, bucket_settings)
     studio.delete(account, deleted.job_id)
-    assert objects(s3_server, bucket_settings) == sorted([kept.video_path, expired.video_path, orphans[expired.job_id]])
+    assert objects(s3_server, bucket_settings) == sorted([*stored(kept, expired), orphans[expired.job_id]])
 
     # Retention, a day and a half after the last of them ended, with a one-day period.
     later = max(record.finished_at or 0 for record in (expired, kept)) + 1.5 * DAY_S
@@ -333,17 +350,20 @@ def test_a_killed_attempts_leftovers_are_swept_and_nothing_younger(tmp_path: Pat
         old_video, young_video = storage.staging_path(record), storage.staging_path(record)
         old_partial = old_video.with_name(f".{old_video.stem}.partial.mp4")
         young_partial = young_video.with_name(f".{young_video.stem}.partial.mp4")
-        for path in (old_video, young_video, old_partial, young_partial):
+        # A poster is written beside the video in the videos folder, and goes up from memory to a bucket.
+        old_poster = old_video.with_name(f".{old_video.stem}.partial.webp")
+        for path in (old_video, young_video, old_partial, young_partial, old_poster):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"mp4")
-        for path in (old_video, old_partial):
+        for path in (old_video, old_partial, old_poster):
             os.utime(path, (time.time() - 7200, time.time() - 7200))
 
         swept = storage.sweep(older_than_s=3600)
 
         assert not old_partial.exists() and young_partial.exists() and young_video.exists()
         assert old_video.exists() is finished_stays  # in the videos folder, a finished video is the job's
-        assert swept == (1 if finished_stays else 2)
+        assert old_poster.exists() is not finished_stays
+        assert swept == 2  # the partial video, and the partial poster or the staged video
 
 
 def checkpoint_round_trip(videos: VideoStorage, record: JobRecord) -> None:

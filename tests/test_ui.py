@@ -21,9 +21,9 @@ from mochi_app.schemas import GenerationRequest
 from mochi_app.served_model import publish_served_model
 from mochi_app.studio import Studio
 from mochi_app.tiny_model import build_tiny_tokenizer
-from mochi_app.ui import FORM_FIELDS, StudioPage
+from mochi_app.ui import FORM_FIELDS, TITLE, StudioPage, build_ui
 from mochi_app.video import write_mp4
-from tests.harness import SMALL
+from tests.harness import REPO, SMALL
 
 
 @pytest.fixture
@@ -241,3 +241,9 @@ def test_the_form_shows_its_cost_start_and_balance_before_generate(page: StudioP
     assert "600 of your 600 GPU-seconds a day left." in small
     assert big.startswith("**Over your budget:**")
     assert page.quote_form(visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
+
+
+def test_the_page_and_the_readme_share_one_title(redis: Redis, settings: Settings) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert f"\ntitle: {TITLE}\n" in readme and f"\n# {TITLE}\n" in readme  # the Space's card, and its heading
+    assert build_ui(Studio(redis, settings)).title == TITLE  # the API docs' too: web.create_app

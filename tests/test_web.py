@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from typing import Any
 
 import httpx
 import imageio.v3 as iio
+import numpy
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from PIL import Image
 from redis import Redis
 from starlette.routing import Mount
 
@@ -69,7 +72,17 @@ def test_rest_submit_poll_and_download_a_playable_mp4(web: str, tmp_path: Path) 
     assert video.headers["content-disposition"].startswith("inline")
     saved = tmp_path / "out.mp4"
     saved.write_bytes(video.content)
-    assert iio.imread(saved).shape[:3] == (31, 96, 160)
+    frames = iio.imread(saved)
+    assert frames.shape[:3] == (31, 96, 160)
+
+    assert done["thumbnail_url"] == f"/thumbnail/{job['job_id']}"
+    thumbnail = httpx.get(web + done["thumbnail_url"])
+    assert (thumbnail.status_code, thumbnail.headers["content-type"]) == (200, "image/webp")
+    assert thumbnail.headers["content-disposition"].startswith("inline")
+    with Image.open(io.BytesIO(thumbnail.content)) as poster:
+        assert (poster.size, poster.n_frames) == ((160, 96), 8)
+        first = numpy.asarray(poster.convert("RGB"), dtype=numpy.float64)
+    assert numpy.abs(first - frames[0]).mean() < 12  # the first frame first, through two lossy codecs
 
 
 def test_a_video_is_not_served_before_it_is_done(web: str) -> None:
@@ -84,6 +97,10 @@ def test_a_video_is_not_served_before_it_is_done(web: str) -> None:
     }
     again = httpx.post(f"{web}/cancel/{job['job_id']}")
     assert again.status_code == 409 and again.json()["detail"] == f"job {job['job_id']} is already CANCELLED"
+    thumbnail = httpx.get(f"{web}/thumbnail/{job['job_id']}")
+    assert (thumbnail.status_code, thumbnail.json()) == (
+        409, {"detail": f"job {job['job_id']} is CANCELLED; its thumbnail is made once it is COMPLETED"}
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -112,7 +129,7 @@ def test_bad_bodies_get_422_with_a_message_and_enqueue_nothing(
 
 def test_unknown_jobs_and_accounts_are_404(web: str) -> None:
     missing = str(uuid.uuid4())
-    for method, path in [("GET", "/status/"), ("GET", "/download/"), ("POST", "/cancel/")]:
+    for method, path in [("GET", "/status/"), ("GET", "/download/"), ("GET", "/thumbnail/"), ("POST", "/cancel/")]:
         response = httpx.request(method, f"{web}{path}{missing}")
         assert (response.status_code, response.json()) == (404, {"detail": f"no job with id {missing!r}"})
     assert httpx.get(f"{web}/jobs/someone-else").status_code == 404
@@ -140,9 +157,8 @@ def test_health_and_docs(web: str) -> None:
     asset = httpx.get(f"{web}/docs-assets/swagger-ui-bundle.js")
     assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     spec = httpx.get(f"{web}/openapi.json").json()
-    assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/jobs/{account_id}", "/cancel/{job_id}"} <= set(
-        spec["paths"]
-    )
+    assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/thumbnail/{job_id}", "/jobs/{account_id}",
+            "/cancel/{job_id}"} <= set(spec["paths"])  # fmt: skip
     body_schema = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["required"] == ["prompt"] and "num_inference_steps" in body_schema["properties"]
     status_body = spec["paths"]["/status/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]

@@ -21,7 +21,7 @@ from mochi_app.runner import JobRunner
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import open_storage
 from mochi_app.tokens import TokenCounter
-from mochi_app.video import job_videos
+from mochi_app.video import job_videos, poster_of
 from tests.harness import SLOW, SMALL, Child, Children, finished, new_account, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: see README, "Tests"
@@ -61,6 +61,7 @@ def test_a_prompt_becomes_an_mp4(worker: Child, worker_queue: JobQueue) -> None:
     reader = imageio.get_reader(worker_queue.settings.data_dir / done.video_path, "ffmpeg")
     meta = reader.get_meta_data()
     assert (reader.count_frames(), meta["size"], meta["fps"]) == (31, (160, 96), 30.0)
+    assert done.has_poster and (worker_queue.settings.data_dir / poster_of(done.video_path)).is_file()
 
 
 def test_two_jobs_in_a_row_load_the_model_once(worker: Child, worker_queue: JobQueue) -> None:
@@ -123,7 +124,7 @@ def test_cancel_stops_a_running_job_within_a_step_and_a_queued_one_never_starts(
 def test_no_partial_files_are_left_in_the_videos_folder(worker: Child, worker_queue: JobQueue) -> None:
     record = worker_queue.submit(new_account(), {"prompt": "tidy", **SMALL})
     finished(worker_queue, record.job_id)
-    leftovers = [p.name for p in Path(worker_queue.settings.videos_dir).iterdir() if not p.name.endswith(".mp4")]
+    leftovers = [p.name for p in Path(worker_queue.settings.videos_dir).iterdir() if p.suffix not in {".mp4", ".webp"}]
     assert leftovers == []
     assert not any(p.name.startswith(".") for p in worker_queue.settings.videos_dir.iterdir())
 
