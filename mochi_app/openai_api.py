@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from mochi_app.api import VIDEO, CurrentAccount, Options, stored_response
+from mochi_app.api import POSTER, VIDEO, CurrentAccount, Options, stored_response
 from mochi_app.errors import JobConflict
 from mochi_app.public import JobPublic
 from mochi_app.records import JobStatus
@@ -161,9 +161,16 @@ def build_openai_router(studio: Studio) -> APIRouter:
         studio.delete(account, video_id)
         return VideoDeleted(id=video_id)
 
-    @router.get("/{video_id}/content", response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
-    def content(video_id: str, account: CurrentAccount, variant: Literal["video"] = "video") -> Response:
-        """The MP4 (a redirect to a link that expires, with an object store); 409 until it is completed."""
+    @router.get(
+        "/{video_id}/content",
+        response_class=Response,
+        responses={200: {"content": {VIDEO: {}, POSTER: {}}}},
+    )
+    def content(video_id: str, account: CurrentAccount, variant: Literal["video", "thumbnail"] = "video") -> Response:
+        """The MP4, or with `variant=thumbnail` its poster (a redirect to a link that expires, with an object
+        store); 409 until it is completed."""
+        if variant == "thumbnail":
+            return stored_response(studio.poster(account, video_id), POSTER, f"{video_id}.webp")
         return stored_response(studio.video(account, video_id), VIDEO, f"{video_id}.mp4")
 
     @router.post("/{video_id}/remix", response_model=Video)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import imageio.v3 as iio
 import openai
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from mochi_app.config import Settings
 from mochi_app.openai_api import to_params
@@ -79,6 +81,10 @@ def test_the_openai_package_creates_waits_downloads_lists_and_deletes_and_no_one
     content = client.videos.download_content(video.id)
     (tmp_path / "fox.mp4").write_bytes(content.content)
     assert iio.imread(tmp_path / "fox.mp4").shape == (31, 64, 96, 3)
+    thumbnail = client.videos.download_content(video.id, variant="thumbnail")
+    assert thumbnail.response.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(thumbnail.content)) as poster:
+        assert poster.size == (96, 64)
 
     remix = client.videos.remix(video.id, prompt="a blue fox")
     assert remix.remixed_from_video_id == video.id and remix.size == "96x64"
@@ -89,6 +95,7 @@ def test_the_openai_package_creates_waits_downloads_lists_and_deletes_and_no_one
     for operation in (
         lambda: stranger.videos.retrieve(video.id),
         lambda: stranger.videos.download_content(video.id),
+        lambda: stranger.videos.download_content(video.id, variant="thumbnail"),
         lambda: stranger.videos.delete(video.id),
         lambda: stranger.videos.remix(video.id, prompt="mine now"),
     ):
