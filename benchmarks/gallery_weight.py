@@ -17,9 +17,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
-from playwright.sync_api import Page, Request, sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from benchmarks._common import embedded_settings
 from mochi_app.gallery import GALLERY_PAGE_SIZE
@@ -56,20 +57,27 @@ def route_of(url: str) -> str:
 
 
 def fetched_bytes(page: Page, load: Callable[[Page], object], settled: str) -> dict[str, int]:
-    """Body and header bytes of every response after `load(page)`, by route, until `settled` holds
-    and a little after (a player may read on past its metadata)."""
+    """Bytes received over the wire after `load(page)`, by route, until `settled` holds and a little after
+    (a player may read on past its metadata). Chromium's own count (CDP), so that the range requests a
+    player cancels once it has what it wants are counted too."""
     sizes: dict[str, int] = {}
+    routes: dict[str, str] = {}
+    session = page.context.new_cdp_session(page)
+    session.on(
+        "Network.requestWillBeSent",
+        lambda event: routes.update({event["requestId"]: route_of(event["request"]["url"])}),
+    )
 
-    def count(request: Request) -> None:
-        got = request.sizes()
-        route = route_of(request.url)
-        sizes[route] = sizes.get(route, 0) + got["responseBodySize"] + got["responseHeadersSize"]
+    def count(event: dict[str, Any]) -> None:
+        route = routes.get(event["requestId"], "other")
+        sizes[route] = sizes.get(route, 0) + event["encodedDataLength"]
 
-    page.on("requestfinished", count)
+    session.on("Network.dataReceived", count)
+    session.send("Network.enable")
     load(page)
     page.wait_for_function(settled, timeout=120_000)
     page.wait_for_timeout(SETTLE_MS)
-    page.remove_listener("requestfinished", count)
+    session.detach()
     return sizes
 
 

@@ -1,4 +1,5 @@
-"""REST routes: submit, status, download, thumbnails, list, cancel, health and metrics, beside the Gradio page."""
+"""REST routes: submit, status, download, thumbnails, previews, list, cancel, health and metrics, beside the
+Gradio page."""
 
 from __future__ import annotations
 
@@ -123,6 +124,12 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         location = studio.poster(account, job_id, "HEAD" if request.method == "HEAD" else "GET")
         return stored_response(location, POSTER, f"mochi-{job_id}.webp", disposition="inline")
 
+    @router.get("/preview/{job_id}", response_class=Response, responses={200: {"content": {POSTER: {}}}})
+    def preview(job_id: str, account: CurrentAccount) -> Response:
+        """A running job's live preview: its middle frame as the denoising has it now, projected from the
+        latents without the VAE (`preview_url` says when it changes); 409 while there is none."""
+        return Response(studio.preview(account, job_id), media_type=POSTER, headers=NOT_STORED)
+
     @router.get(
         "/events/{job_id}",
         response_class=StreamingResponse,
@@ -199,6 +206,7 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
 
 VIDEO = "video/mp4"
 POSTER = "image/webp"
+NOT_STORED = {"Cache-Control": "private, no-store"}  # a link that expires, a preview replaced every few steps
 
 
 def stored_response(
@@ -211,7 +219,7 @@ def stored_response(
             location.path, media_type=media_type, filename=filename, content_disposition_type=disposition
         )
     # Not cached: the link expires, and it is this caller's alone.
-    return RedirectResponse(location.url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    return RedirectResponse(location.url, status_code=307, headers=NOT_STORED)
 
 
 def install_error_handlers(app: FastAPI) -> None:

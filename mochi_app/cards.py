@@ -94,6 +94,9 @@ def status_card(job: JobPublic | None) -> str:
     lines.append(_state_line(job))
     if job.status is JobStatus.RUNNING:
         lines.append(f'<progress value="{job.progress.step}" max="{job.progress.total}"></progress>')
+    if job.preview_url is not None:  # relative, as the player's: the page may be served under a path
+        src = escape(job.preview_url.lstrip("/"))
+        lines.append(f'<img class="preview" src="{src}" alt="How the video looks so far, before the decode">')
     lines.append(f'<span class="meta">{_meta(job)}</span>')
     return '<div class="job-card">' + "".join(f"<div>{line}</div>" for line in lines) + "</div>"
 

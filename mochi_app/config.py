@@ -99,6 +99,7 @@ class Settings:
     # empty embedded server from the latest one, and snapshots once more as it stops.
     snapshot_interval_s: int = 60
     checkpoint_every_steps: int = 4  # a running job's latents are saved this often, to resume from (0: never)
+    preview_every_steps: int = 2  # a running job's live preview is made this often (0: never)
     # Deliver webhooks to loopback, private and link-local addresses too (a receiver on this host, in tests).
     webhook_allow_private: bool = False
     model: str = "auto"
@@ -218,6 +219,7 @@ class Settings:
             download_url_ttl_s=read.integer("MOCHI_DOWNLOAD_URL_TTL_S", 300, minimum=1, maximum=MAX_PRESIGN_S),
             snapshot_interval_s=read.integer("MOCHI_SNAPSHOT_INTERVAL_S", 60, minimum=0),
             checkpoint_every_steps=read.integer("MOCHI_CHECKPOINT_EVERY_STEPS", 4, minimum=0),
+            preview_every_steps=read.integer("MOCHI_PREVIEW_EVERY_STEPS", 2, minimum=0),
             webhook_allow_private=read.boolean("MOCHI_WEBHOOK_ALLOW_PRIVATE", False),
             model=read.text("MOCHI_MODEL", "auto"),
             offload=cast(Offload, read.choice("MOCHI_OFFLOAD", "auto", OFFLOAD_CHOICES)),

@@ -29,6 +29,8 @@ CSS = """
 .gallery-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
 .video-tile { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
 .tile-buttons { flex-wrap: nowrap !important; gap: 6px; } .tile-buttons button { min-width: 0 !important; }
+.job-card img.preview { width: 100%; max-width: 424px; aspect-ratio: 16 / 9; object-fit: contain; border-radius: 6px;
+  background: #111; }
 .thumb { width: 100%; aspect-ratio: 16 / 9; border-radius: 6px; background: #111; object-fit: contain; }
 .thumb.placeholder { display: flex; flex-direction: column; gap: 8px; align-items: center; justify-content: center;
   padding: 0 12px; text-align: center; background: #f3f4f6; color: #374151; font-size: 13px; }

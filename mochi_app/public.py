@@ -52,6 +52,9 @@ class JobPublic(BaseModel):
     thumbnail_url: str | None = Field(
         default=None, description="where its poster is (a small animated WebP of a few frames), once COMPLETED"
     )
+    preview_url: str | None = Field(
+        default=None, description="while RUNNING, where its live preview is (a WebP of the middle frame, no VAE)"
+    )
     webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
 
     @classmethod
@@ -90,6 +93,7 @@ class JobPublic(BaseModel):
             decode_retries=record.decode_retries,
             download_url=download_path(record.job_id) if has_video else None,
             thumbnail_url=thumbnail_path(record.job_id) if has_video and record.has_poster else None,
+            preview_url=preview_path(record) if record.status is JobStatus.RUNNING else None,
             webhook=record.webhook,
         )
 
@@ -97,6 +101,11 @@ class JobPublic(BaseModel):
 def download_path(job_id: str) -> str:
     """The URL path (relative to the app's root) that serves a finished job's MP4."""
     return f"/download/{job_id}"
+
+
+def preview_path(record: JobRecord) -> str | None:
+    """The URL path of a running job's latest preview; the step in it changes as the preview does."""
+    return None if record.preview_step is None else f"/preview/{record.job_id}?step={record.preview_step}"
 
 
 def thumbnail_path(job_id: str) -> str:

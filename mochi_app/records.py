@@ -118,6 +118,7 @@ class JobRecord(BaseModel):
     peak_gpu_memory_bytes: int | None = None  # CUDA only; None on a CPU
     steps_run: int = 0  # denoising steps run over all attempts (a resumed job runs fewer than attempts x steps)
     checkpoint_step: int | None = None  # the last step whose latents were saved (MOCHI_CHECKPOINT_EVERY_STEPS)
+    preview_step: int | None = None  # this attempt's last live preview was made at this step (store.keep_preview)
     resumed_from_step: int | None = None  # this attempt went on from that checkpoint; None: from step 0
     decode_retries: int = 0  # decodes tried again on the saved latents after a failed one
     quote: CostEstimate | None = None  # what the cost model predicted at submit (costs.py)

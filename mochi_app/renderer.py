@@ -52,12 +52,16 @@ class DecodeFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Checkpointing:
-    """Where a render starts (a checkpoint, or None for step 0), and how often it hands its latents to
-    `save`: every `every_steps` steps and after the last (0: never)."""
+    """Where a render starts (a checkpoint, or None for step 0), and what it hands out of its latents as it
+    goes: all of them to `save` every `every_steps` steps and after the last, and the middle latent frame
+    (float32 on the CPU, shape (12, height / 8, width / 8)) to `preview` every `preview_every_steps` steps
+    before the last (0: never)."""
 
     start: Checkpoint | None = None
     every_steps: int = 0
     save: Callable[[Checkpoint], None] = lambda checkpoint: None
+    preview_every_steps: int = 0
+    preview: Callable[[int, np.ndarray], None] = lambda step, latent_frame: None
 
 
 NO_CHECKPOINTS = Checkpointing()
@@ -156,6 +160,7 @@ class MochiRenderer:
         start = checkpointing.start
         first_step = start.step if start is not None else 0
         every = checkpointing.every_steps
+        preview_every = checkpointing.preview_every_steps
         last_step_at = time.perf_counter()
         denoised: Checkpoint | None = start if start is not None and start.step == total else None
 
@@ -171,6 +176,9 @@ class MochiRenderer:
             latents = tensors["latents"]
             if every and (step % every == 0 or step == total):
                 checkpointing.save(Checkpoint(step, latents.detach().to("cpu", copy=True)))
+            if preview_every and step % preview_every == 0 and step < total:
+                middle = latents[0, :, latents.shape[2] // 2]  # (batch, channels, frames, height, width)
+                checkpointing.preview(step, middle.detach().float().cpu().numpy())
             on_step(step, total)
             if step == total:  # after on_step: a cancel at the last step is no decode failure
                 denoised = Checkpoint(step, latents)

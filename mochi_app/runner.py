@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
@@ -17,6 +18,7 @@ from mochi_app.checkpoints import Checkpoint, fingerprint, from_bytes, to_bytes
 from mochi_app.config import Settings
 from mochi_app.costs import profile_name
 from mochi_app.posters import poster_webp
+from mochi_app.previews import preview_webp
 from mochi_app.provenance import provenance
 from mochi_app.queue import JobQueue, past_deadline
 from mochi_app.records import JobRecord, JobStatus, Timings, VideoInfo
@@ -154,6 +156,7 @@ class JobRunner:
                 "started_at": now,
                 "attempts": record.attempts + 1,
                 "resumed_from_step": None,  # until this attempt reads a checkpoint (_resume_point)
+                "preview_step": None,  # a preview from an earlier attempt is not this one's
                 "denoised_at": None,
                 "worker_id": self.worker_id,
                 "model": self.renderer.model_name,
@@ -175,8 +178,25 @@ class JobRunner:
                 return
             saved.append(checkpoint.step)
 
-        checkpointing = Checkpointing(start=start, every_steps=self.settings.checkpoint_every_steps, save=save)
-        rendering = self.renderer.render(request, self._step_reporter(record.job_id, saved), checkpointing)
+        previewed: list[int] = []
+
+        def preview(step: int, latent_frame: np.ndarray) -> None:
+            try:
+                self.store.keep_preview(record.job_id, preview_webp(latent_frame))
+            except RedisError as exc:  # the render goes on; the card shows the step without a picture
+                log.warning("job %s: preview at step %d not kept: %s", record.job_id, step, exc)
+                return
+            previewed.append(step)
+
+        checkpointing = Checkpointing(
+            start=start,
+            every_steps=self.settings.checkpoint_every_steps,
+            save=save,
+            preview_every_steps=self.settings.preview_every_steps,
+            preview=preview,
+        )
+        on_step = self._step_reporter(record.job_id, saved, previewed)
+        rendering = self.renderer.render(request, on_step, checkpointing)
         staged = self.videos.staging_path(record)
         encode_started = time.perf_counter()
         record_json = json.dumps(provenance(record, self.renderer.made_with), ensure_ascii=False)
@@ -273,8 +293,9 @@ class JobRunner:
         """Whether the record still says this worker runs the job (a reaper may have given it away)."""
         return record.status is JobStatus.RUNNING and record.worker_id == self.worker_id
 
-    def _step_reporter(self, job_id: str, saved: list[int]) -> StepCallback:
-        """Records each step (and the last checkpoint saved, `saved[-1]`); stops the render when it must."""
+    def _step_reporter(self, job_id: str, saved: list[int], previewed: list[int]) -> StepCallback:
+        """Records each step (and the last checkpoint saved, `saved[-1]`, and preview kept, `previewed[-1]`);
+        stops the render when it must."""
         redis_away = False
 
         def report(step: int, total: int) -> None:
@@ -289,6 +310,7 @@ class JobRunner:
                     "progress": current.progress.model_copy(update={"step": step}),
                     "steps_run": current.steps_run + 1,
                     "checkpoint_step": saved[-1] if saved else current.checkpoint_step,
+                    "preview_step": previewed[-1] if previewed else current.preview_step,
                     "denoised_at": time.time() if step == total else None,
                 }
                 return current.model_copy(update=update)

@@ -27,6 +27,13 @@ def job_key(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+def preview_key(job_id: str) -> str:
+    return f"preview:{job_id}"
+
+
+PREVIEW_TTL_S = 3600  # a preview outlives no render by long: shown only while its job is RUNNING
+
+
 def account_jobs_key(account_id: str) -> str:
     return f"account:{account_id}:jobs"
 
@@ -102,6 +109,13 @@ class JobStore:
         raw = self.redis.get(job_key(job_id))
         return None if raw is None else JobRecord.model_validate_json(raw)
 
+    def keep_preview(self, job_id: str, image: bytes) -> None:
+        """Replace the job's live preview (a few KB); the record's `preview_step` says when it was made."""
+        self.redis.set(preview_key(job_id), image, ex=PREVIEW_TTL_S)
+
+    def preview(self, job_id: str) -> bytes | None:
+        return cast(bytes | None, self.redis.get(preview_key(job_id)))
+
     def update(self, job_id: str, change: RecordChange, along_with: AlongWith | None = None) -> JobRecord | None:
         """Apply `change` atomically (retried if another writer got there first).
 
@@ -174,7 +188,7 @@ class JobStore:
     def delete(self, job_id: str, account_id: str | None) -> None:
         """Remove a record and every index entry (its account's, when known)."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(job_key(job_id), events_key(job_id))
+            pipe.delete(job_key(job_id), events_key(job_id), preview_key(job_id))
             pipe.srem(RUNNING_KEY, job_id)
             pipe.zrem(FINISHED_KEY, job_id)
             pipe.zrem(GUESTS_FINISHED_KEY, job_id)

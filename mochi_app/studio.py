@@ -107,6 +107,15 @@ class Studio:
             raise JobConflict(f"job {job_id} has no thumbnail: its video has none, or it is gone")
         return location
 
+    def preview(self, account_id: str, job_id: str) -> bytes:
+        """The running job's latest live preview (WebP); JobConflict when it has none (not RUNNING, or no
+        preview made yet)."""
+        record = self.record(account_id, job_id)
+        image = self.store.preview(job_id) if record.status is JobStatus.RUNNING and record.preview_step else None
+        if image is None:
+            raise JobConflict(f"job {job_id} is {record.status}; a preview is made every few steps while RUNNING")
+        return image
+
     def _completed(self, account_id: str, job_id: str, what_then: str) -> JobRecord:
         record = self.record(account_id, job_id)
         if record.status is not JobStatus.COMPLETED:

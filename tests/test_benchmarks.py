@@ -178,3 +178,9 @@ def test_gallery_weight_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("gallery_weight", "--frames", "7", "--height", "64", "--width", "64", "--steps", "2")
     assert figures["posters_bytes"] > 0 and figures["players_metadata_bytes"] > 0
     assert figures["whole_page_now_bytes"] > figures["posters_bytes"]
+
+
+def test_previews_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("previews")
+    assert figures["85_frames"]["preview_median_ms"] > 0
+    assert figures["163_frames"]["estimated_step_s"] > figures["85_frames"]["estimated_step_s"]  # attention's N²

@@ -52,6 +52,11 @@ QUICK = {
     "Height (px)": str(SMALL["height"]),
     "Denoising steps": str(SMALL["num_inference_steps"]),
 }
+# The job card's live preview while it runs: its src (which names the step), and whether it has loaded.
+PREVIEW_SHOWN = """() => {
+    const img = document.querySelector('.job-card img.preview');
+    return img && { src: img.getAttribute('src'), loaded: img.complete && img.naturalWidth > 0 };
+}"""
 # A finished tile's poster has loaded: an image, not a player (the player loads only on Open).
 POSTER_SHOWN = "() => document.querySelector('.video-tile img.thumb')?.naturalWidth > 0"
 
@@ -111,13 +116,17 @@ def test_prompt_to_video_with_live_progress(page: Page) -> None:
     submit_prompt(page, "a red fox trots through fresh snow at dawn", WATCHABLE)
 
     steps_seen: set[int] = set()
+    previews_seen: dict[str, bool] = {}  # each preview's src, and whether it was seen loaded
     deadline = time.monotonic() + 480  # a bound for a failure only: the loop ends when the card says "Done in"
     while "Done in" not in (text := job_card_text(page)):
         assert "Failed" not in text, text
         assert time.monotonic() < deadline, f"the job did not finish; the card says: {text}"
         steps_seen.update(int(step) for step in re.findall(r"Step (\d+) of 80", text))
+        if (shown := page.evaluate(PREVIEW_SHOWN)) is not None:
+            previews_seen[shown["src"]] = previews_seen.get(shown["src"], False) or shown["loaded"]
         time.sleep(0.1)
     assert len(steps_seen - {0, 80}) >= 2, f"progress did not move on the page: saw steps {sorted(steps_seen)}"
+    assert len(previews_seen) >= 2 and any(previews_seen.values()), f"the preview did not change: {previews_seen}"
 
     player = page.locator("video.player")
     player.wait_for()

@@ -84,3 +84,9 @@ def test_labels() -> None:
     assert "once a worker has loaded the model" in cards.tokens_label(None, 256)
     assert "noise" in cards.model_banner(ServedModel(name="tiny", is_tiny=True, tokenizer_sha256="x"))
     assert "No worker has started yet" in cards.model_banner(None)
+
+
+def test_a_running_card_shows_its_live_preview_and_an_ended_one_none() -> None:
+    running = cards.status_card(job(JobStatus.RUNNING, preview_url="/preview/abc?step=6"))
+    assert '<img class="preview" src="preview/abc?step=6"' in running
+    assert "<img" not in cards.status_card(job(JobStatus.RUNNING)) + cards.status_card(job(JobStatus.COMPLETED))

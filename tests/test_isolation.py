@@ -62,7 +62,8 @@ def missing_like(job_id: str, web: str, method: str, path: str, headers: dict[st
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/status/{id}"), ("GET", "/download/{id}"),
-                                              ("GET", "/thumbnail/{id}"), ("POST", "/cancel/{id}")])  # fmt: skip
+                                              ("GET", "/thumbnail/{id}"), ("GET", "/preview/{id}"),
+                                              ("POST", "/cancel/{id}")])  # fmt: skip
 def test_rest_answers_someone_elses_job_exactly_like_a_missing_one(
     web: str, keys: dict[str, str], alices_job: dict[str, Any], method: str, path: str
 ) -> None:

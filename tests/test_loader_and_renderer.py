@@ -207,6 +207,18 @@ def test_a_render_resumed_from_a_checkpoint_has_every_pixel_of_the_whole_render(
     assert steps == [] and np.array_equal(decoded.frames, whole.frames)  # denoising done: only the decode ran
 
 
+def test_the_renderer_hands_the_middle_latent_frame_to_the_preview_every_few_steps_before_the_last(
+    renderer: MochiRenderer,
+) -> None:
+    asked = request(num_frames=13, height=64, width=96, num_inference_steps=7, seed=3)
+    shown: list[tuple[int, np.ndarray]] = []
+    steps = Checkpointing(preview_every_steps=2, preview=lambda step, latent: shown.append((step, latent)))
+    renderer.render(asked, lambda step, total: None, steps)
+    assert [step for step, _ in shown] == [2, 4, 6]  # not the last: the decoded video comes next
+    assert all(latent.shape == (12, 8, 12) and latent.dtype == np.float32 for _, latent in shown)  # size / 8
+    assert not np.array_equal(shown[0][1], shown[-1][1])  # the denoising moved it
+
+
 def test_a_checkpoint_is_used_only_for_its_own_request_and_model(renderer: MochiRenderer) -> None:
     asked = request(num_frames=7, num_inference_steps=2, seed=5)
     saved: list[Checkpoint] = []

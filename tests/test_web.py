@@ -85,6 +85,32 @@ def test_rest_submit_poll_and_download_a_playable_mp4(web: str, tmp_path: Path) 
     assert numpy.abs(first - frames[0]).mean() < 12  # the first frame first, through two lossy codecs
 
 
+def test_a_running_job_shows_a_live_preview_that_changes_and_is_gone_once_it_ends(web: str) -> None:
+    job = httpx.post(f"{web}/generate", json={"prompt": "a lantern drifts upward", **SMALL, "num_inference_steps": 100})
+    job_id = job.json()["job_id"]
+
+    def preview_after(url: str | None) -> str | None:
+        status = httpx.get(f"{web}/status/{job_id}").json()
+        return status["preview_url"] if status["preview_url"] not in {None, url} else None
+
+    first = wait_for(lambda: preview_after(None), 120, "a first preview")
+    assert str(first).startswith(f"/preview/{job_id}?step=")  # a later step where the first status read was late
+    image = httpx.get(f"{web}{first}")
+    assert (image.status_code, image.headers["content-type"]) == (200, "image/webp")
+    assert image.headers["cache-control"] == "private, no-store"
+    with Image.open(io.BytesIO(image.content)) as preview:
+        assert preview.size == (80, 48)  # half of 160 x 96: one latent pixel is 8 x 8 video pixels, shown 4 x 4
+    later = wait_for(lambda: preview_after(str(first)), 120, "a later preview")
+    assert later != first and httpx.get(f"{web}{later}").content != image.content
+
+    done = finished(web, job_id)
+    assert (done["status"], done["preview_url"]) == ("COMPLETED", None)
+    gone = httpx.get(f"{web}/preview/{job_id}")
+    assert (gone.status_code, gone.json()) == (
+        409, {"detail": f"job {job_id} is COMPLETED; a preview is made every few steps while RUNNING"}
+    )  # fmt: skip
+
+
 def test_a_video_is_not_served_before_it_is_done(web: str) -> None:
     job = httpx.post(f"{web}/generate", json={"prompt": "never finished", **SLOW}).json()
     cancelled = httpx.post(f"{web}/cancel/{job['job_id']}")
@@ -129,7 +155,8 @@ def test_bad_bodies_get_422_with_a_message_and_enqueue_nothing(
 
 def test_unknown_jobs_and_accounts_are_404(web: str) -> None:
     missing = str(uuid.uuid4())
-    for method, path in [("GET", "/status/"), ("GET", "/download/"), ("GET", "/thumbnail/"), ("POST", "/cancel/")]:
+    routes = ["/status/", "/download/", "/thumbnail/", "/preview/"]
+    for method, path in [*(("GET", route) for route in routes), ("POST", "/cancel/")]:
         response = httpx.request(method, f"{web}{path}{missing}")
         assert (response.status_code, response.json()) == (404, {"detail": f"no job with id {missing!r}"})
     assert httpx.get(f"{web}/jobs/someone-else").status_code == 404
@@ -157,8 +184,8 @@ def test_health_and_docs(web: str) -> None:
     asset = httpx.get(f"{web}/docs-assets/swagger-ui-bundle.js")
     assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     spec = httpx.get(f"{web}/openapi.json").json()
-    assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/thumbnail/{job_id}", "/jobs/{account_id}",
-            "/cancel/{job_id}"} <= set(spec["paths"])  # fmt: skip
+    assert {"/generate", "/status/{job_id}", "/download/{job_id}", "/thumbnail/{job_id}", "/preview/{job_id}",
+            "/jobs/{account_id}", "/cancel/{job_id}"} <= set(spec["paths"])  # fmt: skip
     body_schema = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["required"] == ["prompt"] and "num_inference_steps" in body_schema["properties"]
     status_body = spec["paths"]["/status/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]
