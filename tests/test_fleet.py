@@ -174,9 +174,11 @@ def test_jobs_go_from_the_web_host_to_the_worker_host_to_the_store_and_back_with
         assert iio.imread(video.content, extension=".mp4").shape == (7, 64, 96, 3)
         downloaded += len(video.content)
     stored = fleet.objects()
-    assert sorted(key.rsplit("/", 1)[1].split(".")[0] for key in stored) == sorted(jobs)
+    videos = [key for key in stored if key.endswith(".mp4")]
+    assert sorted(key.rsplit("/", 1)[1].split(".")[0] for key in videos) == sorted(jobs)
+    assert sorted(stored) == sorted([*videos, *(key.removesuffix(".mp4") + ".webp" for key in videos)])  # posters
     assert all(key.startswith(f"studio/{account_folder('fleet')}/") for key in stored)
-    assert sum(stored.values()) == downloaded
+    assert sum(stored[key] for key in videos) == downloaded
     assert fleet.mp4s_on_any_disk() == []
     print(json.dumps({"jobs_completed": len(jobs), "bytes_uploaded": sum(stored.values())}))
 
@@ -200,7 +202,7 @@ def test_a_worker_host_cut_off_mid_job_past_its_heartbeat_loses_nothing_and_comp
     assert fleet.status(long_job)["status"] == "COMPLETED" and done["error"] is None
     completions = fleet.worker.log.count(f"job {long_job}: completed")
     assert completions == 1, fleet.worker.log
-    stored = [key for key in fleet.objects() if long_job in key]
-    assert len(stored) == 1
+    stored = sorted(key for key in fleet.objects() if long_job in key)
+    assert len(stored) == 2 and stored[1] == stored[0].removesuffix(".mp4") + ".webp", stored  # one video, its poster
     assert fleet.mp4s_on_any_disk() == []
     print(json.dumps({"jobs_completed": 2, "objects_for_it": len(stored)}))

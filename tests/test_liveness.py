@@ -72,6 +72,8 @@ def test_a_lost_job_goes_back_to_the_front_once_then_fails(
     failed = job_queue.store.get(lost.job_id)
     assert failed is not None and (failed.status, failed.error) == (JobStatus.FAILED, WORKER_LOST)
     assert lost.job_id not in job_queue.store.running_ids()
+    # The server is shared: a RUNNING job left behind would be reaped, onto its queue, by a later test's reaper.
+    job_queue.store.delete(alive.job_id, alive.account_id)
 
 
 def test_a_sigkilled_workers_job_completes_on_the_next_worker(
