@@ -101,7 +101,7 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         "/download/{job_id}",
         methods=["GET", "HEAD"],
         response_class=FileResponse,
-        responses={200: {"content": {"video/mp4": {}}}, 307: {"description": "a short-lived link to the object store"}},
+        responses={200: {"content": {VIDEO: {}}}, 307: {"description": "a short-lived link to the object store"}},
     )
     def download(job_id: str, account: CurrentAccount, request: Request) -> Response:
         """The finished video (MP4), or with an object store a redirect to a link that expires; 409 until
@@ -114,7 +114,7 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         methods=["GET", "HEAD"],
         response_class=FileResponse,
         responses={
-            200: {"content": {"image/webp": {}}},
+            200: {"content": {POSTER: {}}},
             307: {"description": "a short-lived link to the object store"},
         },
     )

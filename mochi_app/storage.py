@@ -146,13 +146,11 @@ class FolderStorage:
     def drop(self, record: JobRecord, name: str) -> None:
         path = recorded_video(self.videos_dir, record.job_id, name)
         if path is not None:
-            path.with_name(poster_of(path.name)).unlink(missing_ok=True)  # first: no poster outlives its video
-            path.unlink(missing_ok=True)
+            _remove_video(path)
 
     def remove(self, record: JobRecord) -> None:
         for video in job_videos(self.videos_dir, record.job_id):
-            video.with_name(poster_of(video.name)).unlink(missing_ok=True)
-            video.unlink(missing_ok=True)
+            _remove_video(video)
         self.drop_checkpoint(record)
 
     def has(self, record: JobRecord) -> bool:
@@ -343,6 +341,12 @@ def calling_store(bucket: str, verb: str) -> Iterator[None]:
             f"the object store's bucket {bucket!r} cannot be {verb} ({_reason(exc)}); check "
             "MOCHI_STORAGE_URL and boto3's settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         ) from None
+
+
+def _remove_video(path: Path) -> None:
+    """A video file and its poster beside it, the poster first: no poster outlives its video."""
+    path.with_name(poster_of(path.name)).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _write_whole(path: Path, data: bytes, partial: Path) -> None:
