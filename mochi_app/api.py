@@ -1,5 +1,5 @@
-"""REST routes: submit, status, download, thumbnails, previews, list, cancel, health and metrics, beside the
-Gradio page."""
+"""REST routes: submit, seed sweeps, status, download, thumbnails, previews, list, cancel, health and metrics,
+beside the Gradio page."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from mochi_app.event_stream import job_events
 from mochi_app.job_events import after_event_id
 from mochi_app.metrics import create_registry
 from mochi_app.middleware import cookie_header
-from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, QuotePublic
+from mochi_app.public import BatchPublic, HealthPublic, JobPagePublic, JobPublic, QuotePublic
 from mochi_app.queue import SubmitOptions
 from mochi_app.schemas import GenerationRequest
 from mochi_app.storage import StoredFile, VideoLocation
 from mochi_app.studio import Studio
+from mochi_app.sweeps import MAX_SWEEP_SEEDS
 
 # The body is validated by GenerationRequest.parse (one place, one set of messages); OpenAPI shows its schema.
 GENERATE_BODY_DOCS: dict[str, Any] = {
@@ -33,6 +34,20 @@ GENERATE_BODY_DOCS: dict[str, Any] = {
         "content": {"application/json": {"schema": GenerationRequest.model_json_schema()}},
     }
 }
+
+
+SWEEP_BODY_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "allOf": [GenerationRequest.model_json_schema()],
+            "properties": {
+                "count": {"type": "integer", "minimum": 1, "maximum": MAX_SWEEP_SEEDS},
+                "seeds": {"type": "array", "items": {"type": "integer"}, "maxItems": MAX_SWEEP_SEEDS},
+            },
+        }}},
+    }
+}  # fmt: skip
 
 
 def current_account(request: Request) -> str:
@@ -82,9 +97,11 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
     ) -> JobPublic:
         """Queue a prompt; answers at once with the job id. The same `Idempotency-Key` and body within
         24 h return the same job; `Cancel-After` (90s, 5m, 1h30m) ends it CANCELLED if it has not started by then."""
-        job = studio.submit(account, params, request.client.host if request.client else None, options)
+        job = studio.submit(account, params, client_address(request), options)
         response.headers["Location"] = f"/status/{job.job_id}"
         return job
+
+    add_batch_routes(router, studio)
 
     @router.post("/quote", openapi_extra=GENERATE_BODY_DOCS)
     def quote(params: Annotated[dict[str, Any], Body()], account: CurrentAccount) -> QuotePublic:
@@ -202,6 +219,48 @@ def build_router(studio: Studio, events: AsyncRedis) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address, as the per-address limits count it."""
+    return request.client.host if request.client else None
+
+
+def add_batch_routes(router: APIRouter, studio: Studio) -> None:
+    """Seed sweeps: queue one, read one, cancel one, and render any of its jobs again as final."""
+
+    @router.post("/sweep", status_code=202, openapi_extra=SWEEP_BODY_DOCS)
+    def sweep(
+        params: Annotated[dict[str, Any], Body()],
+        account: CurrentAccount,
+        options: Options,
+        request: Request,
+        response: Response,
+    ) -> BatchPublic:
+        """Queue one request at several seeds as one batch: the `/generate` body with `count` (seeds drawn at
+        random, or `seed`, `seed + 1`, … when `seed` is given) or `seeds` (a list). Every limit counts each
+        seed as a job; all are queued or none."""
+        batch = studio.sweep(account, params, client_address(request), options)
+        response.headers["Location"] = f"/batches/{batch.batch_id}"
+        return batch
+
+    @router.get("/batches/{batch_id}")
+    def batch(batch_id: str, account: CurrentAccount) -> BatchPublic:
+        """A sweep's jobs in their seeds' order, and how many are in each status."""
+        return studio.batch(account, batch_id)
+
+    @router.post("/batches/{batch_id}/cancel")
+    def cancel_batch(batch_id: str, account: CurrentAccount) -> BatchPublic:
+        """Cancel every job of the sweep that has not ended."""
+        return studio.cancel_batch(account, batch_id)
+
+    @router.post("/final/{job_id}", status_code=202)
+    def make_final(job_id: str, account: CurrentAccount, request: Request, response: Response) -> JobPublic:
+        """Render a job again with the Final preset's steps at the same seed, size and frames (the same
+        starting noise, so the draft's motion is kept), as a new job."""
+        job = studio.make_final(account, job_id, client_address(request))
+        response.headers["Location"] = f"/status/{job.job_id}"
+        return job
 
 
 VIDEO = "video/mp4"

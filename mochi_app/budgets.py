@@ -83,9 +83,9 @@ class Budgets:
         left = None if daily == 0 else round(max(0.0, daily - used - held), 1)
         return Budget(daily_gpu_seconds=daily, used_gpu_s=round(used, 1), held_gpu_s=round(held, 1), left_gpu_s=left)
 
-    def check(self, account_id: str, cost_s: float, now: float, reader: Reader | None = None) -> Budget:
-        """The balance, if `cost_s` fits in it; else OverBudget with the exact wait (or InvalidRequest when
-        the job is more than the whole allowance)."""
+    def check(self, account_id: str, cost_s: float, now: float, reader: Reader | None = None, jobs: int = 1) -> Budget:
+        """The balance, if `cost_s` (of `jobs` jobs: a sweep's) fits in it; else OverBudget with the exact wait
+        (or InvalidRequest when the jobs are more than the whole allowance)."""
         client = reader or self.redis
         budget = self.balance(account_id, now, client)
         if budget.left_gpu_s is None or cost_s <= budget.left_gpu_s:
@@ -94,8 +94,8 @@ class Budgets:
         daily = budget.daily_gpu_seconds
         if cost_s > daily:
             raise InvalidRequest(
-                {"budget": f"this job needs about {cost_s:.0f} GPU-seconds, more than your allowance of {daily} "
-                 "in 24 h: try fewer frames, a smaller size or fewer steps"}
+                {"budget": f"{_these(jobs)} about {cost_s:.0f} GPU-seconds, more than your allowance of {daily} "
+                 f"in 24 h: try fewer frames, a smaller size or fewer steps{'' if jobs == 1 else ', or fewer seeds'}"}
             )  # fmt: skip
         need = budget.used_gpu_s + budget.held_gpu_s + cost_s - daily
         retry_after_s = DAY_S
@@ -106,7 +106,7 @@ class Budgets:
                 retry_after_s = max(1, math.ceil(ended_at + DAY_S - now))
                 break
         raise OverBudget(
-            f"this job needs about {cost_s:.0f} GPU-seconds and you have {budget.left_gpu_s:.0f} of your "
+            f"{_these(jobs)} about {cost_s:.0f} GPU-seconds and you have {budget.left_gpu_s:.0f} of your "
             f"{daily} left for now (your jobs used {budget.used_gpu_s:.0f} in the last 24 h and "
             f"{budget.held_gpu_s:.0f} are held for those still to finish); it fits in {retry_after_s} s",
             retry_after_s,
@@ -117,6 +117,10 @@ class Budgets:
         """Hold the new job's quote against its account until it ends, inside the submit's transaction."""
         if record.quote is not None:
             pipe.hset(held_key(record.account_id), record.job_id, record.quote.run_s)
+
+
+def _these(jobs: int) -> str:
+    return "this job needs" if jobs == 1 else f"these {jobs} jobs need"
 
 
 def record_usage(pipe: Pipeline, before: JobStatus | None, after: JobRecord) -> None:

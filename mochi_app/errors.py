@@ -26,6 +26,13 @@ class JobNotFound(LookupError):
         super().__init__(f"no job with id {job_id[:64]!r}")
 
 
+class BatchNotFound(LookupError):
+    """No such seed sweep for this account; another account's sweep is reported the same way."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with id {batch_id[:64]!r}")
+
+
 class AccountNotFound(LookupError):
     """No such account for this caller; another account is reported the same way."""
 
@@ -64,6 +71,7 @@ ERRORS: dict[type[Exception], Row] = {
     NoProvenance: Row(422),
     NotSignedIn: Row(401, headers={"WWW-Authenticate": "Bearer"}),
     JobNotFound: Row(404),
+    BatchNotFound: Row(404),
     AccountNotFound: Row(404),
     JobConflict: Row(409),
     RequestTooLarge: Row(413),

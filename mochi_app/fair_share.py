@@ -86,11 +86,12 @@ class FairShare:
     def address_key(self, address: str) -> str:
         return f"{self._prefix}:address:{address}"  # the same for free accounts' jobs from one address
 
-    def place(self, reader: Reader, account_id: str, cost_s: float) -> Placement:
+    def place(self, reader: Reader, account_id: str, cost_s: float, after: float | None = None) -> Placement:
         """Where a job of `account_id` predicted to take `cost_s` goes, read through `reader` (a WATCHing
-        pipeline in a submit, so that what it read still holds when the job is written)."""
+        pipeline in a submit, so that what it read still holds when the job is written); `after` is the
+        finish of the account's job placed just before it in the same submit (a sweep's), not yet written."""
         virtual_now, gone = self._virtual_time(reader)
-        raw = reader.get(self.last_tag_key(account_id))
+        raw = reader.get(self.last_tag_key(account_id)) if after is None else repr(after)
         last = float(raw) if raw is not None else virtual_now
         tag = min(max(virtual_now, last), virtual_now + self.window_s)
         finish = tag + cost_s

@@ -56,6 +56,7 @@ class JobPublic(BaseModel):
         default=None, description="while RUNNING, where its live preview is (a WebP of the middle frame, no VAE)"
     )
     webhook: Webhook | None = Field(default=None, description="where events are posted, and each attempt")
+    batch_id: str | None = Field(default=None, description="the seed sweep it belongs to (`GET /batches/{id}`)")
 
     @classmethod
     def of(
@@ -95,6 +96,7 @@ class JobPublic(BaseModel):
             thumbnail_url=thumbnail_path(record.job_id) if has_video and record.has_poster else None,
             preview_url=preview_path(record) if record.status is JobStatus.RUNNING else None,
             webhook=record.webhook,
+            batch_id=record.batch_id,
         )
 
 
@@ -118,6 +120,29 @@ class JobPagePublic(BaseModel):
 
     jobs: list[JobPublic]
     next_cursor: str | None
+
+
+class BatchPublic(BaseModel):
+    """A seed sweep: one request at several seeds, its jobs in the seeds' order."""
+
+    batch_id: str
+    seeds: list[int] = Field(description="each job's seed, in order")
+    statuses: dict[JobStatus, int] = Field(description="how many of its jobs are in each status")
+    finished: bool = Field(description="whether every job has ended")
+    jobs: list[JobPublic]
+
+    @classmethod
+    def of(cls, batch_id: str, jobs: list[JobPublic]) -> BatchPublic:
+        statuses: dict[JobStatus, int] = {}
+        for job in jobs:
+            statuses[job.status] = statuses.get(job.status, 0) + 1
+        return cls(
+            batch_id=batch_id,
+            seeds=[job.request.seed or 0 for job in jobs],
+            statuses=statuses,
+            finished=all(job.status.is_terminal for job in jobs),
+            jobs=jobs,
+        )
 
 
 class WorkerStatePublic(BaseModel):

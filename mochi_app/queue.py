@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -35,6 +35,7 @@ from mochi_app.rq_layout import RQLayout
 from mochi_app.schemas import CountTokens, GenerationRequest, InvalidRequest
 from mochi_app.served_model import ServedModels
 from mochi_app.store import JobStore, job_key
+from mochi_app.sweeps import parse_sweep
 from mochi_app.webhooks import WebhookSecrets, subscription
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no space
 MAX_CANCEL_AFTER_S = 7 * 24 * 3600
 DEADLINE_MISSED = "it had not started by its deadline (Cancel-After)"
 WEBHOOK_FIELDS = ("webhook_url", "webhook_events")  # beside the parameters, not part of the request
+BATCH_STEP_S = 0.001  # a sweep's jobs are created this far apart, so the gallery and the batch keep the seeds' order
 
 
 class IdempotencyConflict(ValueError):
@@ -213,9 +215,34 @@ class JobQueue:
         way nothing is enqueued. With an idempotency key already used by this account within a day, returns
         that submit's job (and enqueues nothing), or raises IdempotencyConflict if its parameters differed.
         """
+        return self._submit(account_id, params, address, options)[0]
+
+    def sweep(
+        self,
+        account_id: str,
+        params: Mapping[str, Any],
+        address: str | None = None,
+        options: SubmitOptions | None = None,
+    ) -> list[JobRecord]:
+        """Queue one request at several seeds (`count` or `seeds` beside its parameters, sweeps.parse_sweep)
+        as one batch: all of its jobs or none, each counted by every limit as a submit of its own."""
+        swept = parse_sweep(params)
+        return self._submit(account_id, swept.params, address, options, seeds=swept.seeds, digest_of=params)
+
+    def _submit(
+        self,
+        account_id: str,
+        params: Mapping[str, Any],
+        address: str | None,
+        options: SubmitOptions | None,
+        *,
+        seeds: list[int] | None = None,
+        digest_of: Mapping[str, Any] | None = None,
+    ) -> list[JobRecord]:
+        """The jobs of one submit (`seeds`: a sweep's, one job each; None: one job), enqueued together or not at all."""
         options = options or SubmitOptions()
         webhook = subscription(params, self.settings.webhook_allow_private)
-        request = self._parse(params)
+        request = self._parse(params if seeds is None else {**params, "seed": seeds[0]})
         if webhook is not None and WebhookSecrets(self.redis).get(account_id) is None:
             raise InvalidRequest(
                 {"webhook_url": "this account has no webhook secret yet: an operator makes one with "
@@ -224,27 +251,32 @@ class JobQueue:
         once = options.checked_key()
         cancel_after_s = options.cancel_after_s()
         now = time.time()
-        record = JobRecord(
-            job_id=str(uuid.uuid4()),
-            account_id=account_id,
-            address=None if address is None else address_group(address),
-            request=request,
-            num_frames=request.rendered_num_frames,
-            created_at=now,
-            progress=Progress(total=request.num_inference_steps),
-            deadline=None if cancel_after_s is None else now + cancel_after_s,
-            webhook=webhook,
-            quote=self.estimate(request)[0],
-        )
-        claim = None if once is None else (idempotency_key(account_id, once), _body_digest(params))
+        batch_id = None if seeds is None else str(uuid.uuid4())
+        requests = [request] if seeds is None else [request.model_copy(update={"seed": seed}) for seed in seeds]
+        records = [
+            JobRecord(
+                job_id=str(uuid.uuid4()),
+                account_id=account_id,
+                address=None if address is None else address_group(address),
+                request=each,
+                num_frames=each.rendered_num_frames,
+                created_at=now + index * BATCH_STEP_S,
+                progress=Progress(total=each.num_inference_steps),
+                deadline=None if cancel_after_s is None else now + cancel_after_s,
+                webhook=webhook,
+                quote=self.estimate(each)[0],
+                batch_id=batch_id,
+            )
+            for index, each in enumerate(requests)
+        ]
+        claim = None if once is None else (idempotency_key(account_id, once), _body_digest(digest_of or params))
         if claim is not None and (earlier := self._earlier_submit(self.redis, *claim)) is not None:
             return earlier  # a retry: no second job, and no submit counted
-        self._count_submit(account_id)
-        workers = self.live_workers()
+        self._count_submit(account_id, len(records))
         for attempt in range(SUBMIT_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
-                    stored = self._enqueue_fairly(pipe, record, workers, claim)
+                    stored = self._enqueue_fairly(pipe, records, claim)
                 except WatchError:
                     # Submitters that collided retry at random moments, so the same ones do not collide again.
                     time.sleep(random.uniform(0, RETRY_JITTER_S * (attempt + 1)))
@@ -252,12 +284,13 @@ class JobQueue:
                 break
         else:
             raise TooBusy("the queue is too busy to take the job right now; try again in a moment", 1)
-        if stored is record:
-            log.info("job %s submitted for account %s", record.job_id, account_id, extra={"job_id": record.job_id})
+        if stored is records:
+            for record in records:
+                log.info("job %s submitted for account %s", record.job_id, account_id, extra={"job_id": record.job_id})
         return stored
 
-    def _earlier_submit(self, reader: Redis | Pipeline, key: str, digest: str) -> JobRecord | None:
-        """The job an earlier submit with this idempotency key made, if any (IdempotencyConflict if its
+    def _earlier_submit(self, reader: Redis | Pipeline, key: str, digest: str) -> list[JobRecord] | None:
+        """The jobs an earlier submit with this idempotency key made, if any (IdempotencyConflict if its
         parameters were not these)."""
         raw = reader.get(key)
         if raw is None:
@@ -268,55 +301,62 @@ class JobQueue:
                 "this Idempotency-Key was used within the last 24 h for a submit with other parameters; "
                 "use a new key for a new request"
             )
-        earlier = reader.get(job_key(claimed["job_id"]))
-        if earlier is None:  # deleted since: the key names nothing any more
-            return None
-        return JobRecord.model_validate_json(earlier)
+        job_ids = claimed.get("job_ids") or [claimed["job_id"]]  # "job_id": a claim written before sweeps
+        raws = cast(list[bytes | None], reader.mget([job_key(job_id) for job_id in job_ids]))
+        earlier = [JobRecord.model_validate_json(found) for found in raws if found is not None]
+        return earlier or None  # deleted since: the key names nothing any more
 
     def _enqueue_fairly(
-        self, pipe: Pipeline, record: JobRecord, workers: int, claim: tuple[str, str] | None = None
-    ) -> JobRecord:
-        """Record and enqueue in one transaction, in the account's fair place; returns the job stored.
+        self, pipe: Pipeline, records: list[JobRecord], claim: tuple[str, str] | None = None
+    ) -> list[JobRecord]:
+        """Record and enqueue one account's jobs in one transaction, each in its fair place; returns the
+        jobs stored.
 
         WATCHes the queue, so a worker taking a job meanwhile makes the caller retry; the account's last
         tag and balance, so two racing submits of one account cannot both spend them; and the idempotency
-        key, so of two racing submits with one key exactly one makes a job and the other returns it.
+        key, so of two racing submits with one key exactly one makes jobs and the other returns them.
         """
-        account_id = record.account_id
+        first = records[0]
+        account_id = first.account_id
         watched = [self.layout.waiting_key, self.fair.last_tag_key(account_id), *self.budgets.watched(account_id)]
         pipe.watch(*watched, *([claim[0]] if claim else []))  # type: ignore[no-untyped-call]
         if claim is not None and (earlier := self._earlier_submit(pipe, *claim)) is not None:
             pipe.reset()
             return earlier
         mine_key = self.fair.account_key(account_id)
-        here_key = self._address_key(record)
+        here_key = self._address_key(first)
         mine, mine_gone = self.fair.waiting_in(pipe, mine_key)
         here, here_gone = self.fair.waiting_in(pipe, here_key) if here_key else (0, [])
+        costs = [record.quote.run_s if record.quote else 0.0 for record in records]
         try:
-            self._check_room(record, int(pipe.llen(self.layout.waiting_key)), mine, here)
-            self.budgets.check(account_id, record.quote.run_s if record.quote else 0.0, time.time(), pipe)
+            self._check_room(first, len(records), int(pipe.llen(self.layout.waiting_key)), mine, here)
+            self.budgets.check(account_id, sum(costs), time.time(), pipe, jobs=len(records))
         except Exception:
             # Refuse only on what was true all along: an empty transaction fails (WatchError, so the caller
             # reads again) if a racing submit changed the queue or made this key's job since we looked.
             pipe.multi()
             pipe.execute()
             raise
-        cost_s = record.quote.run_s if record.quote else 0.0
-        placement: Placement = self.fair.place(pipe, account_id, cost_s)
+        placements: list[Placement] = []
+        for cost_s in costs:  # each after the one before: a sweep waits as that many submits in a row would
+            after = placements[-1].finish if placements else None
+            placements.append(self.fair.place(pipe, account_id, cost_s, after))
         pipe.multi()  # RQ expects a transaction already open when handed a pipeline
-        self.store.create(record, pipe)
-        self.push(pipe, record.job_id)
-        if placement.pivot is not None:
-            self.layout.move_before(pipe, record.job_id, placement.pivot)
-        self.fair.add(pipe, record, placement, here_key)
+        for record, placement in zip(records, placements, strict=True):
+            self.store.create(record, pipe)
+            self.push(pipe, record.job_id)
+            if placement.pivot is not None:
+                self.layout.move_before(pipe, record.job_id, placement.pivot)
+            self.fair.add(pipe, record, placement, here_key)
+            self.budgets.hold(pipe, record)
         self.fair.drop(pipe, mine_key, mine_gone)
         if here_key:
             self.fair.drop(pipe, here_key, here_gone)
-        self.budgets.hold(pipe, record)
         if claim is not None:
-            pipe.set(claim[0], json.dumps({"body": claim[1], "job_id": record.job_id}), ex=IDEMPOTENCY_TTL_S)
+            job_ids = [record.job_id for record in records]
+            pipe.set(claim[0], json.dumps({"body": claim[1], "job_ids": job_ids}), ex=IDEMPOTENCY_TTL_S)
         pipe.execute()
-        return record
+        return records
 
     def push(self, pipe: Pipeline, job_id: str, at_front: bool = False) -> None:
         """The RQ job for `job_id`, inside the caller's open transaction."""
@@ -341,32 +381,35 @@ class JobQueue:
             return None
         return self.fair.address_key(record.address)
 
-    def _check_room(self, record: JobRecord, waiting: int, mine: int, here: int) -> None:
-        """TooBusy when the queue is full (`waiting` jobs), or the account (`mine`) or, for accounts anyone
-        can make, its address (`here`) has as many jobs waiting as it may."""
+    def _check_room(self, record: JobRecord, adding: int, waiting: int, mine: int, here: int) -> None:
+        """TooBusy when `adding` more jobs would overfill the queue (`waiting` jobs), or the account (`mine`)
+        or, for accounts anyone can make, its address (`here`)."""
         settings = self.settings
-        if waiting >= settings.max_queued_jobs:
+        more = "" if adding == 1 else f" and these {adding} would make {{total}}"
+        if waiting + adding > settings.max_queued_jobs:
             raise TooBusy(
-                f"the queue is full: {waiting} jobs are waiting, the most it takes. Try again in a few minutes.",
+                f"the queue is full: {waiting} jobs are waiting{more.format(total=waiting + adding)}, and it takes "
+                f"at most {settings.max_queued_jobs}. Try again in a few minutes.",
                 retry_after_s=60,
             )
-        if mine >= settings.max_pending_jobs:
+        if mine + adding > settings.max_pending_jobs:
             raise TooBusy(
-                f"you have {mine} jobs waiting; the limit is {settings.max_pending_jobs} per account. "
-                "Wait for one to start, or cancel one.",
+                f"you have {mine} jobs waiting{more.format(total=mine + adding)}; the limit is "
+                f"{settings.max_pending_jobs} per account. Wait for one to start, or cancel one.",
                 retry_after_s=5,
             )
-        if self._address_key(record) is not None and here >= settings.max_pending_jobs_per_address:
+        if self._address_key(record) is not None and here + adding > settings.max_pending_jobs_per_address:
             raise TooBusy(
-                f"{here} jobs from your address are waiting; the limit is {settings.max_pending_jobs_per_address} "
-                "per address for guests. Wait for one to start, or sign in with an API key.",
+                f"{here} jobs from your address are waiting{more.format(total=here + adding)}; the limit is "
+                f"{settings.max_pending_jobs_per_address} per address for guests. Wait for one to start, or "
+                "sign in with an API key.",
                 retry_after_s=5,
             )
 
-    def _count_submit(self, account_id: str) -> None:
-        """At most `submits_per_minute` submits per account in each minute."""
+    def _count_submit(self, account_id: str, jobs: int = 1) -> None:
+        """At most `submits_per_minute` submits per account in each minute (a sweep counts one per job)."""
         limit = self.settings.submits_per_minute
-        if retry_after_s := wait_s(self.redis, lambda window: rate_key(account_id, window), RATE_WINDOW_S, limit):
+        if retry_after_s := wait_s(self.redis, lambda window: rate_key(account_id, window), RATE_WINDOW_S, limit, jobs):
             raise TooBusy(
                 f"at most {self.settings.submits_per_minute} submits a minute per account; "
                 f"try again in {retry_after_s} s",

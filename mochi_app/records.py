@@ -110,6 +110,7 @@ class JobRecord(BaseModel):
     model: str | None = None
     cancel_requested: bool = False
     deadline: float | None = None  # from Cancel-After: a job not started by then ends CANCELLED
+    batch_id: str | None = None  # the seed sweep it was queued in (`batch:{batch_id}`); None: a job of its own
     webhook: Webhook | None = None
     error: str | None = None
     video_path: str | None = None

@@ -18,7 +18,7 @@ EXPIRY_BATCH = 200
 def remove_job(store: JobStore, videos: VideoStorage, record: JobRecord) -> None:
     """Its videos (every attempt's), then its record and index entries (a crash in between leaves no orphan video)."""
     videos.remove(record)
-    store.delete(record.job_id, record.account_id)
+    store.delete(record.job_id, record.account_id, record.batch_id)
 
 
 def expire_finished_jobs(

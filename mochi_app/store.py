@@ -38,6 +38,11 @@ def account_jobs_key(account_id: str) -> str:
     return f"account:{account_id}:jobs"
 
 
+def batch_key(batch_id: str) -> str:
+    """A sorted set of a seed sweep's job ids in their seeds' order; gone once its last job is deleted."""
+    return f"batch:{batch_id}"
+
+
 RUNNING_KEY = "jobs:running"  # a set of the ids of RUNNING jobs, kept in step with each record's status
 FINISHED_KEY = "jobs:finished"  # ended jobs' ids by finished_at, for expiring them after the retention period
 GUESTS_FINISHED_KEY = "jobs:finished:guests"  # the same for guests' jobs, which have a retention period of their own
@@ -61,6 +66,14 @@ def _finished_keys(record: JobRecord) -> tuple[str, ...]:
     return (FINISHED_KEY, GUESTS_FINISHED_KEY) if record.account_id.startswith(GUEST_PREFIX) else (FINISHED_KEY,)
 
 
+def _index(pipe: Pipeline, record: JobRecord) -> None:
+    """The record, and its entries in its account's gallery and its sweep, inside `pipe`."""
+    pipe.set(job_key(record.job_id), record.model_dump_json())
+    pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+    if record.batch_id is not None:
+        pipe.zadd(batch_key(record.batch_id), {record.job_id: _score(record)})
+
+
 @dataclass(frozen=True, slots=True)
 class JobPage:
     """One page of an account's jobs, newest first; pass `next_cursor` back for the next page."""
@@ -78,8 +91,7 @@ class JobStore:
     def create(self, record: JobRecord, pipeline: Pipeline | None = None) -> None:
         """Write a new record and index it under its account (inside `pipeline` when given)."""
         pipe = pipeline if pipeline is not None else self.redis.pipeline()
-        pipe.set(job_key(record.job_id), record.model_dump_json())
-        pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+        _index(pipe, record)
         record_change(pipe, None, record)
         record_event(pipe, None, record)
         record_usage(pipe, None, record)
@@ -89,8 +101,7 @@ class JobStore:
     def put_back(self, record: JobRecord, pipe: Pipeline) -> None:
         """Write a record as a snapshot kept it, with its account and finished indexes, inside `pipe`
         (the metrics' tallies count what happens from now on, so they are left alone)."""
-        pipe.set(job_key(record.job_id), record.model_dump_json())
-        pipe.zadd(account_jobs_key(record.account_id), {record.job_id: _score(record)})
+        _index(pipe, record)
         if record.status.is_terminal:
             for finished_key in _finished_keys(record):
                 pipe.zadd(finished_key, {record.job_id: record.finished_at or record.created_at})
@@ -104,6 +115,11 @@ class JobStore:
         """The records of `job_ids` that still exist, in one round trip."""
         raws = self.redis.mget([job_key(job_id) for job_id in job_ids]) if job_ids else []
         return [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+    def batch_job_ids(self, batch_id: str) -> list[str]:
+        """The ids of a sweep's jobs that have not been deleted, in their seeds' order."""
+        raws = self.redis.zrange(batch_key(batch_id), 0, -1)
+        return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in raws]
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.get(job_key(job_id))
@@ -185,8 +201,8 @@ class JobStore:
         raws = self.redis.zrangebyscore(key, "-inf", f"({cutoff}", start=0, num=limit)
         return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in raws]
 
-    def delete(self, job_id: str, account_id: str | None) -> None:
-        """Remove a record and every index entry (its account's, when known)."""
+    def delete(self, job_id: str, account_id: str | None, batch_id: str | None = None) -> None:
+        """Remove a record and every index entry (its account's and its batch's, when known)."""
         with self.redis.pipeline() as pipe:
             pipe.delete(job_key(job_id), events_key(job_id), preview_key(job_id))
             pipe.srem(RUNNING_KEY, job_id)
@@ -194,4 +210,6 @@ class JobStore:
             pipe.zrem(GUESTS_FINISHED_KEY, job_id)
             if account_id is not None:
                 pipe.zrem(account_jobs_key(account_id), job_id)
+            if batch_id is not None:
+                pipe.zrem(batch_key(batch_id), job_id)
             pipe.execute()

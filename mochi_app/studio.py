@@ -1,4 +1,4 @@
-"""What the web offers an account: submit, look up, list, cancel and delete its own jobs."""
+"""What the web offers an account: submit (one job, or a seed sweep), look up, list, cancel and delete its own jobs."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from mochi_app.budgets import Budget
 from mochi_app.callers import Callers
 from mochi_app.config import Settings
 from mochi_app.disk import check_free_space
-from mochi_app.errors import JobConflict, JobNotFound
-from mochi_app.public import HealthPublic, JobPagePublic, JobPublic, QuotePublic, WorkerStatePublic
+from mochi_app.errors import BatchNotFound, JobConflict, JobNotFound
+from mochi_app.presets import final_of
+from mochi_app.public import BatchPublic, HealthPublic, JobPagePublic, JobPublic, QuotePublic, WorkerStatePublic
 from mochi_app.queue import JobQueue, SubmitOptions
 from mochi_app.records import JobRecord, JobStatus
 from mochi_app.retention import remove_job
@@ -55,6 +56,47 @@ class Studio:
         and LowOnDisk when the server is nearly out of space. See JobQueue.submit for `options`."""
         check_free_space(self.settings)
         return self.public(self.queue.submit(account_id, params, address, options))
+
+    def sweep(
+        self,
+        account_id: str,
+        params: Mapping[str, Any],
+        address: str | None = None,
+        options: SubmitOptions | None = None,
+    ) -> BatchPublic:
+        """Queue one request at several seeds as one batch (`count` or `seeds`, sweeps.parse_sweep): all of
+        its jobs or none, each counted by every limit."""
+        check_free_space(self.settings)
+        records = self.queue.sweep(account_id, params, address, options)
+        return BatchPublic.of(records[0].batch_id or "", [self.public(record) for record in records])
+
+    def batch(self, account_id: str, batch_id: str) -> BatchPublic:
+        """The account's own sweep, its jobs in their seeds' order; BatchNotFound for a malformed id, one
+        whose jobs are all deleted, or someone else's."""
+        try:
+            uuid.UUID(batch_id)
+        except ValueError:
+            raise BatchNotFound(batch_id) from None
+        records = [
+            record
+            for record in self.store.get_many(self.store.batch_job_ids(batch_id))
+            if record.account_id == account_id
+        ]
+        if not records:
+            raise BatchNotFound(batch_id)
+        return BatchPublic.of(batch_id, [self.public(record) for record in records])
+
+    def cancel_batch(self, account_id: str, batch_id: str) -> BatchPublic:
+        """Cancel every job of the sweep that has not ended (those that have stay as they are)."""
+        for job in self.batch(account_id, batch_id).jobs:
+            if not job.status.is_terminal:
+                self.queue.cancel(job.job_id)
+        return self.batch(account_id, batch_id)
+
+    def make_final(self, account_id: str, job_id: str, address: str | None = None) -> JobPublic:
+        """Queue the job's request again with the Final preset's steps, at its seed and latent shape
+        (presets.final_of), as a new job of its own."""
+        return self.submit(account_id, final_of(self.record(account_id, job_id).request, self.settings.limits), address)
 
     def quote(self, account_id: str, params: Mapping[str, Any]) -> QuotePublic:
         """What `params` would cost the account and when they would start; InvalidRequest as a submit would."""

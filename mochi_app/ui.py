@@ -16,13 +16,12 @@ from mochi_app.events import account_of, address_of, user_errors
 from mochi_app.gallery import GALLERY_PAGE_SIZE, Gallery, Shown, Tile
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
+from mochi_app.presets import PRESETS, preset_shape
 from mochi_app.provenance import read_provenance, request_of
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest
 from mochi_app.studio import Studio
 
 POLL_INTERVAL_S = 1.0
-# name: (num_inference_steps, num_frames), clamped to the configured limits.
-PRESETS = {"Draft": (24, 31), "Standard": (64, 85), "Final": (100, 163)}
 # name: (width, height), clamped to the configured limits.
 ASPECTS = {"Landscape 848x480": (848, 480), "Portrait 480x848": (480, 848), "Square 480x480": (480, 480)}
 EXAMPLE_PROMPTS = [
@@ -252,8 +251,7 @@ class StudioPage:
     def apply_preset(self, name: str | None) -> tuple[Any, Any]:
         if name not in PRESETS:  # none chosen: a remixed job's own steps and frames stay
             return gr.skip(), gr.skip()
-        steps, frames = PRESETS[name]
-        return min(steps, self.limits.max_num_inference_steps), min(frames, self.limits.max_num_frames)
+        return preset_shape(name, self.limits)
 
     def apply_aspect(self, name: str | None) -> tuple[Any, Any]:
         if name not in ASPECTS:  # none chosen: a remixed job's own size stays

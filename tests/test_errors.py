@@ -24,6 +24,7 @@ from mochi_app.errors import (
     QUEUE_UNREACHABLE,
     STORE_UNREACHABLE,
     AccountNotFound,
+    BatchNotFound,
     CrossSiteWrite,
     JobConflict,
     JobNotFound,
@@ -72,6 +73,7 @@ RAISED = [
     RedisConnectionError("Connection refused"),
     NoProvenance("this video carries no studio record (no comment tag)"),
     OverBudget("this job needs about 40 GPU-seconds and you have 12 left", retry_after_s=3600),
+    BatchNotFound("4567"),
 ]
 
 
@@ -133,6 +135,7 @@ def rest() -> TestClient:
             {"retry-after": "3600"},
             "this job needs about 40 GPU-seconds and you have 12 left",
         ),
+        (15, 404, {}, "no batch with id '4567'"),
     ],
 )
 def test_rest_and_the_page_answer_each_row_alike(

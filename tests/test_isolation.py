@@ -63,7 +63,7 @@ def missing_like(job_id: str, web: str, method: str, path: str, headers: dict[st
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/status/{id}"), ("GET", "/download/{id}"),
                                               ("GET", "/thumbnail/{id}"), ("GET", "/preview/{id}"),
-                                              ("POST", "/cancel/{id}")])  # fmt: skip
+                                              ("POST", "/cancel/{id}"), ("POST", "/final/{id}")])  # fmt: skip
 def test_rest_answers_someone_elses_job_exactly_like_a_missing_one(
     web: str, keys: dict[str, str], alices_job: dict[str, Any], method: str, path: str
 ) -> None:
@@ -73,6 +73,21 @@ def test_rest_answers_someone_elses_job_exactly_like_a_missing_one(
         assert response.status_code == 404
         assert (response.status_code, response.text) == missing_like(job_id, web, method, path.format(id=job_id), who)
     assert httpx.request(method, f"{web}{path.format(id=job_id)}", headers=as_(keys, "alice")).status_code != 404
+
+
+def test_nobody_reads_or_cancels_another_accounts_sweep(web: str, keys: dict[str, str]) -> None:
+    alice = as_(keys, "alice")
+    made = httpx.post(f"{web}/sweep", json={"prompt": "alice's sweep", **SMALL, "count": 2}, headers=alice).json()
+    batch = f"/batches/{made['batch_id']}"
+    try:
+        for method, path in (("GET", batch), ("POST", f"{batch}/cancel")):
+            for who in (as_(keys, "bob"), {}):  # Bob, and the keyless local owner
+                answer = httpx.request(method, f"{web}{path}", headers=who)
+                assert answer.status_code == 404
+                assert (answer.status_code, answer.text) == missing_like(made["batch_id"], web, method, path, who)
+        assert "CANCELLED" not in httpx.get(f"{web}{batch}", headers=alice).json()["statuses"]
+    finally:
+        httpx.post(f"{web}{batch}/cancel", headers=alice)
 
 
 def test_nobody_lists_another_accounts_jobs(web: str, keys: dict[str, str], alices_job: dict[str, Any]) -> None:
