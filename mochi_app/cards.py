@@ -8,7 +8,7 @@ from html import escape
 from mochi_app.accounts import HUGGING_FACE_PREFIX, LOCAL_ACCOUNT
 from mochi_app.eta import Phase
 from mochi_app.guests import GUEST_PREFIX
-from mochi_app.public import JobPublic, QuotePublic
+from mochi_app.public import BatchPublic, JobPublic, QuotePublic
 from mochi_app.records import JobStatus
 from mochi_app.served_model import ServedModel
 from mochi_app.stages import Stage
@@ -153,6 +153,27 @@ def gallery_caption(job: JobPublic) -> str:
         f'<div class="caption"><div class="prompt">{escape(_clip(job.request.prompt, 90))}</div>'
         f'<div class="meta"><span class="badge {job.status.lower()}">{job.status}</span> '
         f"seed {job.request.seed} · {job.duration_s:.1f} s · {created}</div></div>"
+    )
+
+
+def sheet_caption(job: JobPublic) -> str:
+    """A contact sheet tile's caption: the seed is what differs between its tiles."""
+    return (
+        f'<div class="caption"><div class="prompt">Seed {job.request.seed}</div>'
+        f'<div class="meta"><span class="badge {job.status.lower()}">{job.status}</span> '
+        f"{job.request.num_inference_steps} steps · {job.duration_s:.1f} s</div></div>"
+    )
+
+
+def sweep_heading(batch: BatchPublic) -> str:
+    """The contact sheet's title: the prompt, how many seeds, and how far they have got."""
+    prompt = escape(_clip(batch.jobs[0].request.prompt, 90)) if batch.jobs else ""
+    done = batch.statuses.get(JobStatus.COMPLETED, 0)
+    state = "all ended" if batch.finished else f"{done} of {len(batch.jobs)} done"
+    return (
+        f'<div class="sheet-heading"><h3>Seed sweep: {len(batch.jobs)} seeds, {state}</h3><div>{prompt}</div>'
+        '<div class="meta">Pick the one you like and press <b>Make final</b>: the same seed and shape, '
+        "with the Final preset's steps.</div></div>"
     )
 
 

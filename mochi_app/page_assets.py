@@ -27,7 +27,7 @@ CSS = """
 .player { width: 100%; max-height: 60vh; border-radius: 8px; background: #000; }
 .download { display: inline-block; margin-top: 6px; }
 .gallery-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
-.video-tile { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
+.video-tile, .sheet-tile { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
 .tile-buttons { flex-wrap: nowrap !important; gap: 6px; } .tile-buttons button { min-width: 0 !important; }
 .job-card img.preview { width: 100%; max-width: 424px; aspect-ratio: 16 / 9; object-fit: contain; border-radius: 6px;
   background: #111; }

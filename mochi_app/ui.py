@@ -11,15 +11,17 @@ from redis.exceptions import RedisError
 
 from mochi_app import cards
 from mochi_app.callers import NotSignedIn
-from mochi_app.errors import QUEUE_UNREACHABLE, JobNotFound
+from mochi_app.errors import QUEUE_UNREACHABLE, BatchNotFound, JobNotFound
 from mochi_app.events import account_of, address_of, user_errors
-from mochi_app.gallery import GALLERY_PAGE_SIZE, Gallery, Shown, Tile
+from mochi_app.gallery import GALLERY_PAGE_SIZE, ContactSheet, Gallery, Shown, Tile
 from mochi_app.gradio_api import DEFAULTS, add_api
 from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
 from mochi_app.presets import PRESETS, preset_shape
 from mochi_app.provenance import read_provenance, request_of
+from mochi_app.public import BatchPublic
 from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest
 from mochi_app.studio import Studio
+from mochi_app.sweeps import MAX_SWEEP_SEEDS
 
 POLL_INTERVAL_S = 1.0
 # name: (width, height), clamped to the configured limits.
@@ -37,6 +39,9 @@ INTERNAL: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": No
 FORM_FIELDS = tuple(GenerationRequest.model_fields)
 # Brings the job card into view after Generate or Open: on a phone it is below the form, or above the gallery.
 SHOW_CARD_JS = "() => document.querySelector('.job-card')?.scrollIntoView({behavior: 'smooth', block: 'nearest'})"
+# Brings a new sweep's contact sheet into view once it is filled.
+SHOW_SHEET_JS = "() => document.querySelector('.contact-sheet')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
+SWEEP_DEFAULT_SEEDS = 4
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -55,6 +60,7 @@ class StudioPage:
         self.studio = studio
         self.limits = studio.settings.limits
         self.followed = gr.State(None)  # the job id the card and player follow
+        self.followed_batch = gr.State(None)  # the seed sweep the contact sheet shows
         self.last_seed = gr.State(None)
         self.cursors = gr.State([None])  # one cursor per gallery page visited; the last is the page shown
         self.next_cursor = gr.State(None)
@@ -69,15 +75,17 @@ class StudioPage:
                 self.job_card = gr.HTML(cards.status_card(None))
                 self.video = gr.HTML("")
                 self.cancel_followed = gr.Button("Cancel this job", size="sm", variant="stop", visible=False)
+        self.sheet = ContactSheet()
         gr.Markdown("## Your videos")
         with gr.Row():
             self.newer = gr.Button("← Newer", size="sm", interactive=False)
             self.older = gr.Button("Older →", size="sm", interactive=False)
         self.gallery = Gallery()
-        self.watched = [self.followed, self.cursors, self.gallery.armed]  # what a refresh shows depends on
+        # What a refresh shows depends on, and what it shows.
+        self.watched = [self.followed, self.cursors, self.gallery.armed, self.followed_batch]
         self.shown = [
             *(self.banner, self.job_card, self.video, self.cancel_followed, self.next_cursor),
-            *(self.timer, self.newer, self.older, *self.gallery.outputs),
+            *(self.timer, self.newer, self.older, *self.gallery.outputs, *self.sheet.outputs),
         ]
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
@@ -143,6 +151,11 @@ class StudioPage:
             self.fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, precision=0, label="Frames/s")
         self.quote = gr.Markdown("", elem_classes="quote")
         self.generate = gr.Button("Generate", variant="primary")
+        with gr.Row(equal_height=True, elem_classes="sweep-row"):
+            self.sweep_count = gr.Slider(
+                2, MAX_SWEEP_SEEDS, value=SWEEP_DEFAULT_SEEDS, step=1, precision=0, label="Seeds to try", scale=3
+            )
+            self.sweep = gr.Button("Sweep seeds", scale=1)
         with gr.Accordion("Reproduce a video", open=False):
             self.reproduce_file = gr.File(
                 label="Drop a studio MP4: the form gets the request it was made with (the file is not kept)",
@@ -171,15 +184,18 @@ class StudioPage:
     def then_refresh(self, event: Any) -> Any:
         return event.then(self.refresh, self.watched, self.shown, **INTERNAL)
 
-    def refresh(self, job_id: str | None, pages: list[str | None], armed: str | None, request: gr.Request) -> Shown:
-        """Everything that changes while jobs run: banner, job card, player, gallery page, timer."""
+    def refresh(
+        self, job_id: str | None, pages: list[str | None], armed: str | None, batch_id: str | None, request: gr.Request
+    ) -> Shown:
+        """Everything that changes while jobs run: banner, job card, player, contact sheet, gallery page, timer."""
         try:
             account = self.account(request)
             job = self.studio.status(account, job_id) if job_id else None
+            batch = self._batch(account, batch_id)
             page_of_jobs = self.studio.jobs(account, GALLERY_PAGE_SIZE, pages[-1])
             card, workers = self.studio.model(), self.studio.workers()
         except JobNotFound:  # the followed job was deleted meanwhile
-            return self.refresh(None, pages, armed, request)
+            return self.refresh(None, pages, armed, batch_id, request)
         except NotSignedIn as exc:
             return {self.job_card: f'<div class="job-card">{escape(cards.sentence(str(exc)))}</div>'}
         except RedisError:
@@ -187,7 +203,8 @@ class StudioPage:
             return {self.job_card: f'<div class="job-card">{unreachable}</div>'}
         # The timer runs only while something of this visitor's can still change, a worker is starting, or none
         # has ever been ready (a page opened before the first worker registers must see it arrive).
-        busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *([job] if job else [])])
+        followed = [*([job] if job else []), *(batch.jobs if batch else [])]
+        busy = any(not item.status.is_terminal for item in [*page_of_jobs.jobs, *followed])
         busy = busy or card is None or any(worker.stage.is_starting for worker in workers)
         return {
             self.banner: cards.model_banner(card, workers),
@@ -195,11 +212,19 @@ class StudioPage:
             self.video: cards.player(job),
             self.cancel_followed: gr.Button(visible=job is not None and not job.status.is_terminal),
             **self.gallery.show(page_of_jobs.jobs, armed),
+            **self.sheet.show(batch),
             self.next_cursor: page_of_jobs.next_cursor,
             self.timer: gr.Timer(active=busy),
             self.newer: gr.Button(interactive=len(pages) > 1),
             self.older: gr.Button(interactive=page_of_jobs.next_cursor is not None),
         }
+
+    def _batch(self, account: str, batch_id: str | None) -> BatchPublic | None:
+        """The followed sweep, or None (none followed, or all its jobs deleted meanwhile)."""
+        try:
+            return self.studio.batch(account, batch_id) if batch_id else None
+        except BatchNotFound:
+            return None
 
     def _wire_form(self) -> None:
         self.prompt.change(self.count_tokens, self.prompt, self.prompt_tokens, trigger_mode="always_last", **INTERNAL)
@@ -226,6 +251,15 @@ class StudioPage:
                 concurrency_limit=None,
             ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
         ).then(None, js=SHOW_CARD_JS)
+        self.then_refresh(
+            self.sweep.click(
+                self.submit_sweep,
+                [self.sweep_count, *self.inputs],
+                [self.followed_batch, self.followed, self.cursors],
+                api_visibility="private",
+                concurrency_limit=None,
+            ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
+        ).then(None, js=SHOW_SHEET_JS)
 
     def count_tokens(self, text: str) -> str:
         limit = self.limits.max_prompt_tokens
@@ -295,8 +329,25 @@ class StudioPage:
         shown_seed = gr.skip() if random_seed else job.request.seed
         return job.job_id, job.request.seed, shown_seed, [None]
 
+    @user_errors
+    def submit_sweep(self, count: int, request: gr.Request, *values: Any) -> tuple[Any, ...]:
+        """Queue the form at `count` seeds: random ones with "Random seed" ticked, else the box's seed and
+        those after it. The contact sheet follows the sweep, the card its first job."""
+        *fields, random_seed = values
+        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"count": int(count)}
+        if random_seed:
+            params.pop("seed")
+        batch = self.studio.sweep(self.account(request), params, address_of(request))
+        gr.Info(f"Queued {len(batch.jobs)} jobs, seeds {', '.join(map(str, batch.seeds))}.")
+        return batch.batch_id, batch.jobs[0].job_id, [None]
+
     def _wire_jobs(self) -> None:
         self.then_refresh(self.cancel_followed.click(self.cancel_job, self.followed, None, **INTERNAL))
+        self.then_refresh(self.sheet.cancel.click(self.cancel_sweep, self.followed_batch, None, **INTERNAL))
+        for sheet_tile in self.sheet.tiles:
+            self._open_on_click(sheet_tile)
+            final = sheet_tile.buttons["final"].click(self.make_final, sheet_tile.job_id, self.followed, **INTERNAL)
+            self.then_refresh(final).then(None, js=SHOW_CARD_JS)
         self.then_refresh(self.older.click(self.go_older, [self.cursors, self.next_cursor], self.cursors, **INTERNAL))
         self.then_refresh(self.newer.click(self.go_newer, self.cursors, self.cursors, **INTERNAL))
         for tile in self.gallery.tiles:
@@ -304,12 +355,15 @@ class StudioPage:
 
     def _wire_tile(self, tile: Tile) -> None:
         """A tile's buttons act on the job id the browser holds for it: the job the visitor saw there."""
-        opened = self.then_refresh(tile.open.click(self.open_job, tile.job_id, self.followed, **INTERNAL))
-        opened.then(None, js=SHOW_CARD_JS)
-        tile.remix.click(self.remix, tile.job_id, self.filled, **INTERNAL)
+        self._open_on_click(tile)
+        tile.buttons["remix"].click(self.remix, tile.job_id, self.filled, **INTERNAL)
         self.then_refresh(
-            tile.end.click(self.end_job, [tile.job_id, self.gallery.armed], self.gallery.armed, **INTERNAL)
+            tile.buttons["end"].click(self.end_job, [tile.job_id, self.gallery.armed], self.gallery.armed, **INTERNAL)
         )
+
+    def _open_on_click(self, tile: Tile) -> None:
+        opened = self.then_refresh(tile.buttons["open"].click(self.open_job, tile.job_id, self.followed, **INTERNAL))
+        opened.then(None, js=SHOW_CARD_JS)
 
     @staticmethod
     def open_job(job_id: str) -> str | None:
@@ -341,6 +395,18 @@ class StudioPage:
     def cancel_job(self, job_id: str | None, request: gr.Request) -> None:
         if job_id:
             self.studio.cancel(self.account(request), job_id)
+
+    @user_errors
+    def cancel_sweep(self, batch_id: str | None, request: gr.Request) -> None:
+        if batch_id:
+            self.studio.cancel_batch(self.account(request), batch_id)
+
+    @user_errors
+    def make_final(self, job_id: str, request: gr.Request) -> str:
+        """Queue the tile's job again with the Final steps at its seed and shape; the card follows the new job."""
+        job = self.studio.make_final(self.account(request), job_id, address_of(request))
+        gr.Info(f"Queued the final render of seed {job.request.seed} ({job.request.num_inference_steps} steps).")
+        return job.job_id
 
     @user_errors
     def remix(self, job_id: str, request: gr.Request) -> Shown:

@@ -309,6 +309,46 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     assert not [error for error in console_errors if "Could not parse" in error or "500" in error], console_errors
 
 
+@pytest.mark.timeout(600)
+def test_a_seed_sweep_shows_a_contact_sheet_and_make_final_keeps_the_seed(page: Page, studio_app: RunningApp) -> None:
+    log_before = len(studio_app.child.log)
+    page.get_by_label("Prompt", exact=True).fill("a kite over the dunes, four ways")
+    page.get_by_text("Advanced").click()
+    for label, value in {**QUICK, "Seeds to try": "3"}.items():
+        box = page.get_by_label(f"number input for {label}", exact=True)
+        box.fill(value)
+        box.press("Enter")
+    page.get_by_label("Random seed").uncheck()
+    page.get_by_label("Seed", exact=True).fill("500")
+    page.get_by_role("button", name="Sweep seeds").click()
+    sheet = page.locator(".contact-sheet")
+    sheet.get_by_text("Seed sweep: 3 seeds").wait_for(timeout=60_000)
+    assert [sheet.locator(".sheet-tile").nth(n).locator(".caption .prompt").inner_text() for n in range(3)] == [
+        "Seed 500", "Seed 501", "Seed 502"
+    ]  # fmt: skip
+    sheet.get_by_text("Seed sweep: 3 seeds, all ended").wait_for(timeout=240_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.sheet-tile img.thumb')].filter(p => p.naturalWidth > 0).length === 3",
+        timeout=60_000,
+    )
+    in_view = (
+        "() => { const box = document.querySelector('.contact-sheet').getBoundingClientRect();"
+        " return box.top < window.innerHeight && box.bottom > 0; }"
+    )
+    assert page.evaluate(in_view)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "sweep-desktop.png", full_page=True)
+    sheet.locator(".sheet-tile").nth(1).get_by_role("button", name="Make final").click()
+    page.locator(".job-card", has_text="seed 501").filter(has_text="100 steps").wait_for(timeout=30_000)
+    final = page.locator(".job-card code").inner_text()
+    jobs = httpx.get(f"{studio_app.url}/jobs/local", params={"limit": 5}).json()["jobs"]
+    made = next(job for job in jobs if job["job_id"].startswith(final))
+    assert (made["request"]["seed"], made["request"]["num_inference_steps"], made["batch_id"]) == (501, 100, None)
+    httpx.post(f"{studio_app.url}/cancel/{made['job_id']}")
+    log = studio_app.child.log[log_before:]
+    assert "Traceback" not in log, log[-3000:]
+
+
 def test_a_first_view_counts_both_prompts_and_an_example_fills_the_prompt(page: Page) -> None:
     page.get_by_text("0 / 256 tokens").nth(1).wait_for(timeout=30_000)  # the prompt's and the negative's
     assert "appears once a worker" not in page.content()

@@ -53,13 +53,19 @@ def shown(
     job_id: str | None,
     cursors: list[str | None] | None = None,
     armed: str | None = None,
+    batch_id: str | None = None,
 ) -> dict[str, object]:
-    """What a refresh puts on the page, by the component's name on StudioPage (a tile's as `tile{n}.{name}`)."""
-    changed = page.refresh(job_id, cursors or [None], armed, visitor)
+    """What a refresh puts on the page, by the component's name on StudioPage (a gallery tile's as
+    `tile{n}.{name}`, a contact sheet tile's as `sheet{n}.{name}`)."""
+    changed = page.refresh(job_id, cursors or [None], armed, batch_id, visitor)
     names = {id(component): name for name, component in vars(page).items()}
     names[id(page.gallery.empty)] = "gallery.empty"
-    for index, tile in enumerate(page.gallery.tiles):
-        names |= {id(component): f"tile{index}.{name}" for name, component in vars(tile).items()}
+    names |= {id(component): f"sheet.{name}" for name, component in vars(page.sheet).items() if name != "tiles"}
+    for prefix, tiles in (("tile", page.gallery.tiles), ("sheet", page.sheet.tiles)):
+        for index, tile in enumerate(tiles):
+            parts = {"column": tile.column, "job_id": tile.job_id, "media": tile.media, "caption": tile.caption}
+            named = {**parts, **tile.buttons}
+            names |= {id(component): f"{prefix}{index}.{name}" for name, component in named.items()}
     return {names[id(component)]: value for component, value in changed.items()}
 
 
@@ -247,3 +253,35 @@ def test_the_page_and_the_readme_share_one_title(redis: Redis, settings: Setting
     readme = (REPO / "README.md").read_text()
     assert f"\ntitle: {TITLE}\n" in readme and f"\n# {TITLE}\n" in readme  # the Space's card, and its heading
     assert build_ui(Studio(redis, settings)).title == TITLE  # the API docs' too: web.create_app
+
+
+def test_a_sweep_fills_the_contact_sheet_and_make_final_keeps_the_seed(page: StudioPage, visitor: gr.Request) -> None:
+    assert shown(page, visitor, None)["sheet.box"].visible is False  # type: ignore[attr-defined]
+    batch_id, first, _ = page.submit_sweep(3, visitor, *form_values(prompt="a kite", **SMALL, seed=70)[:-1], False)
+    sheet = shown(page, visitor, first, batch_id=batch_id)
+    assert sheet["sheet.box"].visible is True and sheet["sheet.cancel"].visible is True  # type: ignore[attr-defined]
+    jobs = page.studio.batch(owner(page, visitor), batch_id).jobs
+    assert [sheet[f"sheet{index}.job_id"] for index in range(3)] == [job.job_id for job in jobs]
+    assert [job.request.seed for job in jobs] == [70, 71, 72] and jobs[0].job_id == first
+    assert "Seed 71" in str(sheet["sheet1.caption"]) and sheet["sheet3.job_id"] == ""
+    assert "3 seeds, 0 of 3 done" in str(sheet["sheet.heading"])
+
+    final = page.make_final(jobs[1].job_id, visitor)
+    asked = page.studio.status(owner(page, visitor), final).request
+    assert (asked.seed, asked.num_inference_steps, asked.num_frames) == (71, 100, SMALL["num_frames"])
+    page.cancel_sweep(batch_id, visitor)
+    ended = shown(page, visitor, final, batch_id=batch_id)
+    assert ended["sheet.cancel"].visible is False and "all ended" in str(ended["sheet.heading"])  # type: ignore[attr-defined]
+    assert page.studio.status(owner(page, visitor), final).status == "PENDING"  # the final is not the sweep's
+
+    _, stranger_key = page.studio.accounts.create(f"ui-{uuid.uuid4().hex[:8]}")
+    stranger = gr.Request(headers={"authorization": f"Bearer {stranger_key}"}, client={"host": "127.0.0.1"})
+    assert shown(page, stranger, None, batch_id=batch_id)["sheet.box"].visible is False  # type: ignore[attr-defined]
+    with pytest.raises(gr.Error, match="no job with id"):
+        page.make_final(jobs[1].job_id, stranger)
+
+
+def test_random_seed_sweeps_draw_their_own_seeds(page: StudioPage, visitor: gr.Request) -> None:
+    batch_id, _, _ = page.submit_sweep(2, visitor, *form_values(prompt="a kite", **SMALL, seed=70))
+    seeds = page.studio.batch(owner(page, visitor), batch_id).seeds
+    assert len(set(seeds)) == 2 and seeds != [70, 71]
