@@ -141,6 +141,12 @@ def gallery_media(job: JobPublic) -> str:
         return '<div class="thumb placeholder"><span>Open to play</span></div>'
     if job.status is JobStatus.RUNNING:
         progress = f'<progress value="{job.progress.step}" max="{job.progress.total}"></progress>'
+        if job.preview_url is not None:  # the live preview, with how far the job has got over it
+            src = escape(job.preview_url.lstrip("/"))
+            return (
+                f'<div class="thumb live"><img src="{src}" alt="How the video looks so far">'
+                f'<div class="live-state"><span>{_state_line(job)}</span>{progress}</div></div>'
+            )
         return f'<div class="thumb placeholder running"><span>{_state_line(job)}</span>{progress}</div>'
     if job.status is JobStatus.PENDING:
         return f'<div class="thumb placeholder"><span>{_state_line(job)}</span></div>'

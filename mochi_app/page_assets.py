@@ -37,4 +37,10 @@ CSS = """
 .thumb.placeholder progress { width: 80%; height: 8px; }
 @media (max-width: 640px) { .gallery-grid { grid-template-columns: 1fr; } }
 .caption .prompt { font-weight: 500; margin: 4px 0; }
+.thumb.live { position: relative; overflow: hidden; }
+.thumb.live img { width: 100%; height: 100%; object-fit: contain; }
+.thumb.live .live-state { position: absolute; left: 0; right: 0; bottom: 0; display: flex; flex-direction: column;
+  gap: 4px; padding: 4px 8px; background: rgba(0, 0, 0, 0.65); font-size: 12px; }
+.thumb.live .live-state span { color: #fff !important; }
+.invalid { box-shadow: inset 0 0 0 2px #dc2626 !important; } .invalid [data-testid="block-info"] { color: #b91c1c; }
 """

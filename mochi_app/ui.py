@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: Gradio reads these handlers' type hints at runtime.
 
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from mochi_app.page_assets import SIGN_IN_JS, SIGN_OUT_JS
 from mochi_app.presets import PRESETS, preset_shape
 from mochi_app.provenance import read_provenance, request_of
 from mochi_app.public import BatchPublic
-from mochi_app.schemas import MIN_NUM_FRAMES, MIN_NUM_INFERENCE_STEPS, GenerationRequest, InvalidRequest
+from mochi_app.schemas import (
+    FRAMES_PER_LATENT,
+    MIN_NUM_FRAMES,
+    MIN_NUM_INFERENCE_STEPS,
+    SIDE_MULTIPLE_PX,
+    GenerationRequest,
+    InvalidRequest,
+    snap_num_frames,
+)
 from mochi_app.studio import Studio
 from mochi_app.sweeps import MAX_SWEEP_SEEDS
 
@@ -89,7 +98,7 @@ class StudioPage:
         ]
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
-        blocks.load(self.quote_form, self.inputs, self.quote, **INTERNAL)
+        blocks.load(self.quote_form, self.inputs, self.quoted, **INTERNAL)
         blocks.load(self.preset_costs, self.inputs, self.preset, **INTERNAL)
         blocks.load(self.count_tokens, self.prompt, self.prompt_tokens, **INTERNAL)
         blocks.load(self.count_tokens, self.negative, self.negative_tokens, **INTERNAL)
@@ -114,9 +123,14 @@ class StudioPage:
     def who_is_it(self, request: gr.Request) -> str:
         return cards.who_label(self.studio.callers.signed_in_as(request.headers))
 
+    @property
+    def max_frames(self) -> int:
+        """The most frames the form offers: the largest 6k + 1 within the limit."""
+        return MIN_NUM_FRAMES + (self.limits.max_num_frames - MIN_NUM_FRAMES) // FRAMES_PER_LATENT * FRAMES_PER_LATENT
+
     def _form(self) -> None:
         limits = self.limits
-        max_frames = MIN_NUM_FRAMES + (limits.max_num_frames - MIN_NUM_FRAMES) // 6 * 6
+        max_frames = self.max_frames
         self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox trots through fresh snow at dawn")
         self.prompt_tokens = gr.Markdown("")
         gr.Examples([[prompt] for prompt in EXAMPLE_PROMPTS], [self.prompt], label="Try a prompt",
@@ -176,6 +190,7 @@ class StudioPage:
         if set(self.fields) != set(FORM_FIELDS):  # a new request field needs a control, and no control is spare
             raise RuntimeError(f"the form's fields {sorted(self.fields)} are not the request's {sorted(FORM_FIELDS)}")
         self.inputs = [*(self.fields[name] for name in FORM_FIELDS), self.random_seed]
+        self.quoted = [self.quote, *self.fields.values()]  # the quote line, and each field marked or not
         self.filled = [*self.inputs, self.preset, self.aspect]  # what a job's request sets in the form (`_form_of`)
 
     def account(self, request: gr.Request) -> str:
@@ -240,25 +255,40 @@ class StudioPage:
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
         controls: list[Any] = self.inputs  # each a form control, all of which have .change
         for control in controls:
-            control.change(self.quote_form, self.inputs, self.quote, trigger_mode="always_last", **INTERNAL)
+            control.change(self.quote_form, self.inputs, self.quoted, trigger_mode="always_last", **INTERNAL)
+        for side, name, maximum in ((self.width, "width", self.limits.max_width_px),
+                                    (self.height, "height", self.limits.max_height_px)):  # fmt: skip
+            side.change(self.side_snapper(name, maximum), side, side, trigger_mode="always_last", **INTERNAL)
+        self.num_frames.change(
+            self.snap_frames, self.num_frames, self.num_frames, trigger_mode="always_last", **INTERNAL
+        )
+        fields = list(self.fields.values())
         self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.filled, self.reproduce_file], **INTERNAL)
+        # Each click marks the fields a submit would refuse, then submits: its error is a toast, and no output
+        # of the submit (the seed box) shows a red "Error" of its own.
         self.then_refresh(
-            self.generate.click(
+            self.generate.click(self.mark_form, self.inputs, fields, **INTERNAL)
+            .then(
                 self.submit_form,
                 self.inputs,
                 [self.followed, self.last_seed, self.seed, self.cursors],
                 api_visibility="private",
                 concurrency_limit=None,
-            ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
+                show_progress="hidden",
+            )
+            .then(self.quote_line, self.inputs, self.quote, **INTERNAL)
         ).then(None, js=SHOW_CARD_JS)
         self.then_refresh(
-            self.sweep.click(
+            self.sweep.click(self.mark_form, self.inputs, fields, **INTERNAL)
+            .then(
                 self.submit_sweep,
                 [self.sweep_count, *self.inputs],
                 [self.followed_batch, self.followed, self.cursors],
                 api_visibility="private",
                 concurrency_limit=None,
-            ).then(self.quote_form, self.inputs, self.quote, **INTERNAL)
+                show_progress="hidden",
+            )
+            .then(self.quote_line, self.inputs, self.quote, **INTERNAL)
         ).then(None, js=SHOW_SHEET_JS)
 
     def count_tokens(self, text: str) -> str:
@@ -270,17 +300,61 @@ class StudioPage:
         except RedisError:
             return cards.tokens_label(None, limit)
 
-    def quote_form(self, request: gr.Request, *values: Any) -> str:
-        """The form's cost and start as the page shows them before Generate (`values` as submit_form's)."""
+    def quote_form(self, request: gr.Request, *values: Any) -> Shown:
+        """The form's cost and start as the page shows them before Generate (`values` as submit_form's), and
+        each field marked if the request would be refused for it (an empty prompt only once submitted)."""
         *fields, _ = values
         params = dict(zip(FORM_FIELDS, fields, strict=True))
         params["prompt"] = params["prompt"] or "a prompt"  # what it costs does not depend on the words
         try:
-            return cards.quote_label(self.studio.quote(self.account(request), params))
+            line, errors = cards.quote_label(self.studio.quote(self.account(request), params)), {}
         except InvalidRequest as exc:
-            return cards.sentence(str(exc))
+            line, errors = cards.sentence(str(exc)), exc.errors
         except (NotSignedIn, RedisError):
-            return ""
+            line, errors = "", {}
+        return {self.quote: line, **self._marks(errors)}
+
+    def quote_line(self, request: gr.Request, *values: Any) -> str:
+        """The quote line alone, after a submit: the marks stay as the submit's check left them."""
+        return str(self.quote_form(request, *values)[self.quote])
+
+    def mark_form(self, *values: Any) -> Shown:
+        """Each field marked if a submit of the form would be refused for it, the prompt too."""
+        *fields, _ = values
+        try:
+            GenerationRequest.parse(
+                dict(zip(FORM_FIELDS, fields, strict=True)), self.limits, self.studio.models.count_tokens
+            )
+        except InvalidRequest as exc:
+            return self._marks(exc.errors)
+        except RedisError:
+            pass
+        return self._marks({})
+
+    def _marks(self, errors: dict[str, str]) -> Shown:
+        return {
+            field: gr.update(elem_classes=["invalid"] if name in errors else []) for name, field in self.fields.items()
+        }
+
+    def side_snapper(self, name: str, maximum: int) -> Callable[[float | None], Any]:
+        """The handler that sets a width or height that is not a multiple of 16 to the nearest one within the
+        limits, and says so (the slider itself holds a typed value to its range)."""
+
+        def snap_side(side: float | None) -> Any:
+            if side is None or side % SIDE_MULTIPLE_PX == 0:
+                return gr.skip()
+            snapped = min(max(round(side / SIDE_MULTIPLE_PX) * SIDE_MULTIPLE_PX, self.limits.min_side_px), maximum)
+            gr.Info(f"The {name} is a multiple of {SIDE_MULTIPLE_PX} px: {side:g} set to {snapped}.")
+            return snapped
+
+        return snap_side
+
+    def snap_frames(self, frames: float | None) -> Any:
+        """A frame count Mochi cannot render (it takes 6k + 1), set to the nearest one it can, saying so."""
+        if frames is None or (snapped := min(snap_num_frames(int(frames)), self.max_frames)) == frames:
+            return gr.skip()
+        gr.Info(f"Mochi renders 6k + 1 frames: {frames:g} frames set to {snapped}.")
+        return snapped
 
     def apply_preset(self, name: str | None) -> tuple[Any, Any]:
         if name not in PRESETS:  # none chosen: a remixed job's own steps and frames stay

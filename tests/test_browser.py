@@ -57,6 +57,8 @@ PREVIEW_SHOWN = """() => {
     const img = document.querySelector('.job-card img.preview');
     return img && { src: img.getAttribute('src'), loaded: img.complete && img.naturalWidth > 0 };
 }"""
+# The gallery's running tile shows the same live preview, loaded, with the step over it.
+TILE_PREVIEW_SHOWN = "() => document.querySelector('.video-tile .thumb.live img')?.naturalWidth > 0"
 # A finished tile's poster has loaded: an image, not a player (the player loads only on Open).
 POSTER_SHOWN = "() => document.querySelector('.video-tile img.thumb')?.naturalWidth > 0"
 
@@ -117,16 +119,22 @@ def test_prompt_to_video_with_live_progress(page: Page) -> None:
 
     steps_seen: set[int] = set()
     previews_seen: dict[str, bool] = {}  # each preview's src, and whether it was seen loaded
+    tile_preview_seen = False
     deadline = time.monotonic() + 480  # a bound for a failure only: the loop ends when the card says "Done in"
     while "Done in" not in (text := job_card_text(page)):
         assert "Failed" not in text, text
         assert time.monotonic() < deadline, f"the job did not finish; the card says: {text}"
         steps_seen.update(int(step) for step in re.findall(r"Step (\d+) of 80", text))
         if (shown := page.evaluate(PREVIEW_SHOWN)) is not None:
+            if shown["loaded"] and not any(previews_seen.values()):
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=ARTIFACTS / "preview-desktop.png")
             previews_seen[shown["src"]] = previews_seen.get(shown["src"], False) or shown["loaded"]
+        tile_preview_seen = tile_preview_seen or page.evaluate(TILE_PREVIEW_SHOWN)
         time.sleep(0.1)
     assert len(steps_seen - {0, 80}) >= 2, f"progress did not move on the page: saw steps {sorted(steps_seen)}"
     assert len(previews_seen) >= 2 and any(previews_seen.values()), f"the preview did not change: {previews_seen}"
+    assert tile_preview_seen, "the gallery's running tile never showed the live preview"
 
     player = page.locator("video.player")
     player.wait_for()
@@ -217,13 +225,39 @@ def test_the_page_plays_and_seeks_a_video_kept_in_an_object_store(
     page.screenshot(path=ARTIFACTS / "studio-object-store.png", full_page=True)
 
 
-def test_a_bad_request_shows_a_message_not_a_traceback(page: Page) -> None:
+def test_a_bad_request_shows_a_message_and_marks_its_field_not_another(page: Page) -> None:
     page.get_by_label("Prompt", exact=True).fill("   ")
     page.get_by_role("button", name="Generate").click()
     # The quote above Generate may say so too: the toast is the message the click must bring
     toast = page.get_by_test_id("toast-text").filter(has_text="prompt must not be empty")
     toast.wait_for(timeout=60_000)
+    page.locator(".invalid", has=page.get_by_label("Prompt", exact=True)).wait_for(timeout=30_000)
+    assert page.locator(".invalid").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=ARTIFACTS / "field-error.png")
+    page.get_by_text("Advanced").click()
+    seed_block = page.locator(".block", has=page.get_by_label("Seed", exact=True)).last
+    assert "Error" not in seed_block.inner_text()  # the submit's outputs are not what was wrong
     assert "Traceback" not in page.content()
+    page.get_by_label("Prompt", exact=True).fill("a fox")
+    page.wait_for_function("() => document.querySelectorAll('.invalid').length === 0", timeout=30_000)
+
+
+def test_a_size_mochi_cannot_render_snaps_and_says_so(page: Page) -> None:
+    page.get_by_text("Advanced").click()
+    height = page.get_by_label("number input for Height (px)", exact=True)
+    height.fill("1000")
+    height.press("Enter")
+    page.get_by_test_id("toast-text").filter(has_text="The height is a multiple of 16 px: 1000 set to 992").wait_for(
+        timeout=30_000
+    )
+    wait_for(lambda: height.input_value() == "992", 30, "the snapped height")
+    frames = page.get_by_label("number input for Frames", exact=True)
+    frames.fill("50")
+    frames.press("Enter")
+    page.get_by_test_id("toast-text").filter(has_text="50 frames set to 49").wait_for(timeout=30_000)
+    wait_for(lambda: frames.input_value() == "49", 30, "the snapped frames")
 
 
 def test_remix_loads_a_jobs_parameters_into_the_form(page: Page, studio_app: RunningApp) -> None:
@@ -364,6 +398,7 @@ def test_a_first_view_counts_both_prompts_and_an_example_fills_the_prompt(page: 
     page.get_by_text(re.compile(r"^Draft · about ")).wait_for(timeout=30_000)
 
 
+@pytest.mark.timeout(600)
 def test_on_a_phone_the_card_comes_into_view_after_generate_and_open(browser: Browser, studio_app: RunningApp) -> None:
     finished_jobs(studio_app.url, ["a clip to open on a phone"])
     phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
@@ -379,10 +414,18 @@ def test_on_a_phone_the_card_comes_into_view_after_generate_and_open(browser: Br
         width = phone.evaluate("() => document.querySelector('.video-tile').getBoundingClientRect().width")
         assert width > 300, f"a tile is {width} px wide on a 390 px screen: not one column"
         phone.evaluate("() => window.scrollTo(0, 0)")
-        submit_prompt(phone, "a phone's own clip", QUICK)
+        submit_prompt(phone, "a phone's own clip", WATCHABLE)  # long enough to see its live preview
         phone.locator(".job-card", has_text="a phone's own clip").wait_for(timeout=30_000)
         phone.wait_for_function(in_view, timeout=30_000)
+        preview_fits = (
+            "() => { const img = document.querySelector('.job-card img.preview');"
+            " return img && img.naturalWidth > 0 && img.getBoundingClientRect().right <= window.innerWidth; }"
+        )
+        phone.wait_for_function(preview_fits, timeout=120_000)
         ARTIFACTS.mkdir(exist_ok=True)
+        phone.evaluate("() => document.querySelector('.job-card').scrollIntoView({block: 'start'})")
+        phone.screenshot(path=ARTIFACTS / "preview-phone.png")
+        phone.locator(".job-card", has_text="Done in").wait_for(timeout=240_000)
         phone.screenshot(path=ARTIFACTS / "gallery-phone.png", full_page=True)
     finally:
         phone.close()

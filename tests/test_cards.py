@@ -72,6 +72,9 @@ def test_a_tile_shows_how_far_its_job_has_got_and_its_badge_once() -> None:
         running
     )
     assert "Queued: next in line" in cards.gallery_media(job(JobStatus.PENDING, queue_position=0))
+    live = cards.gallery_media(running.model_copy(update={"preview_url": "/preview/abc?step=2"}))
+    assert '<img src="preview/abc?step=2"' in live and "Step 3 of 8" in live and "<progress" in live
+    assert "<img" not in cards.gallery_media(running)  # no preview made yet: the state alone
     for status in JobStatus:
         tile = cards.gallery_media(job(status)) + cards.gallery_caption(job(status))
         assert tile.count('class="badge') == 1, status

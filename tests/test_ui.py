@@ -7,6 +7,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -241,12 +242,33 @@ def form_values(**changes: object) -> list[object]:
 
 def test_the_form_shows_its_cost_start_and_balance_before_generate(page: StudioPage, visitor: gr.Request) -> None:
     page.studio.queue.budgets.set_daily(owner(page, visitor), 600)
-    small = page.quote_form(visitor, *form_values(prompt="", **SMALL))
-    big = page.quote_form(visitor, *form_values(prompt="a fox", num_inference_steps=100, num_frames=163))
+    small = page.quote_line(visitor, *form_values(prompt="", **SMALL))
+    big = page.quote_line(visitor, *form_values(prompt="a fox", num_inference_steps=100, num_frames=163))
     assert small.startswith("About ") and "on the GPU; it starts once a worker is running." in small
     assert "600 of your 600 GPU-seconds a day left." in small
     assert big.startswith("**Over your budget:**")
-    assert page.quote_form(visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
+    assert page.quote_line(visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
+
+
+def marked(page: StudioPage, shown: dict[Any, Any]) -> list[str]:
+    """The names of the form's fields an update marks as refused."""
+    return [name for name, field in page.fields.items() if "invalid" in shown[field]["elem_classes"]]
+
+
+def test_the_field_a_request_is_refused_for_is_the_one_marked(page: StudioPage, visitor: gr.Request) -> None:
+    assert marked(page, page.quote_form(visitor, *form_values(prompt="a fox", height=1000))) == ["height"]
+    assert marked(page, page.quote_form(visitor, *form_values(prompt="", seed=2**33))) == ["seed"]  # empty: not yet
+    assert marked(page, page.quote_form(visitor, *form_values(prompt="a fox"))) == []
+    assert marked(page, page.mark_form(*form_values(prompt=" ", width=1000))) == ["prompt", "width"]  # on Generate
+    assert marked(page, page.mark_form(*form_values(prompt="a fox"))) == []
+
+
+def test_sizes_and_frames_snap_to_what_mochi_renders_and_say_so(page: StudioPage) -> None:
+    snap_height = page.side_snapper("height", page.limits.max_height_px)
+    assert snap_height(480) == gr.skip() and snap_height(1000) == 992
+    assert snap_height(1272) == 1280 and snap_height(70) == 64
+    assert page.snap_frames(49) == gr.skip() and page.snap_frames(50) == 49 and page.snap_frames(52) == 55
+    assert page.snap_frames(163) == gr.skip()
 
 
 def test_the_page_and_the_readme_share_one_title(redis: Redis, settings: Settings) -> None:
