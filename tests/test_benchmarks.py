@@ -44,6 +44,12 @@ def test_submit_latency_benchmark_prints_its_figures() -> None:
     assert all(figures[f"depth_{depth}"]["p50_ms"] > 0 for depth in (0, 1000, 10_000))
 
 
+def test_sweeps_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("sweeps")
+    for depth in (0, 1000):
+        assert figures[f"depth_{depth}"]["sweep"]["p50_ms"] > 0 and figures[f"depth_{depth}"]["singles_over_sweep"] > 0
+
+
 def test_durability_benchmark_prints_its_figures() -> None:
     figures = run_benchmark("durability")
     assert set(figures["variants"]) == {"always", "everysec_waitaof", "everysec"}

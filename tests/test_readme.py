@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import imageio.v3 as iio
 import pytest
 from redis import Redis
@@ -34,6 +36,7 @@ RUNNERS = {
     "curl": (["bash", "-euo", "pipefail", "-c"], "boat.mp4"),
     "events": (["bash", "-euo", "pipefail", "-c"], "heron.mp4"),
     "openai": ([sys.executable, "-W", "ignore::DeprecationWarning", "-c"], "cub.mp4"),
+    "sweep": (["bash", "-euo", "pipefail", "-c"], "kite.mp4"),
 }
 
 
@@ -53,6 +56,10 @@ def test_readme_example_downloads_a_video(
         seen = result.stdout.split()
         assert seen[:4:2] == ["event:", "event:"] and seen[-1] == "job.completed", result.stdout
         assert seen.count("job.progress") == 16
+    if name == "sweep":  # the final render it queued: the second seed's, with the Final steps
+        final = json.loads(result.stdout.splitlines()[-1])
+        httpx.post(f"{studio_app.url}/cancel/{final['job_id']}")  # later tests need not wait behind it
+        assert final["request"]["num_inference_steps"] == 100 and final["batch_id"] is None
 
 
 def test_readme_webhook_example_receives_verified_events(children: Children, tmp_path: Path) -> None:
