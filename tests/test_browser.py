@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -295,8 +296,26 @@ def card_shows(page: Page, job_id: str) -> None:
     page.locator(".job-card code", has_text=job_id[:8]).wait_for(timeout=30_000)
 
 
+SCREENS: dict[str, dict[str, Any]] = {
+    "desktop": {"viewport": {"width": 1280, "height": 1000}},
+    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
+}
+
+
+@pytest.fixture(params=list(SCREENS))
+def screen_page(browser: Browser, studio_app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """The studio's page on a desktop and on a 390 x 844 phone."""
+    page = browser.new_page(**SCREENS[request.param])
+    page.goto(studio_app.url)
+    yield page
+    page.close()
+
+
 @pytest.mark.timeout(600)
-def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page, studio_app: RunningApp) -> None:
+def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(
+    screen_page: Page, studio_app: RunningApp, request: pytest.FixtureRequest
+) -> None:
+    page = screen_page
     log_before = len(studio_app.child.log)
     console_errors: list[str] = []
     page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
@@ -337,7 +356,8 @@ def test_the_gallery_keeps_its_tiles_and_every_click_while_a_job_runs(page: Page
     httpx.post(f"{studio_app.url}/cancel/{running}")  # the next test's jobs need not wait behind it
 
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "gallery-desktop.png", full_page=True)
+    screen = request.node.callspec.params["screen_page"]
+    page.screenshot(path=ARTIFACTS / ("gallery-desktop.png" if screen == "desktop" else "gallery-clicks-phone.png"))
     log = studio_app.child.log[log_before:]
     assert "Traceback" not in log and "KeyError" not in log, log[-3000:]
     assert not [error for error in console_errors if "Could not parse" in error or "500" in error], console_errors
