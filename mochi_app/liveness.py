@@ -66,7 +66,8 @@ class Heartbeat:
 
 
 def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
-    """Every RUNNING job whose worker's heartbeat has expired: re-queued once, then FAILED "worker lost"."""
+    """Every RUNNING job of this queue whose worker's heartbeat has expired: re-queued once, then FAILED
+    "worker lost"."""
     if server_uptime_s(queue.redis) < queue.settings.heartbeat_ttl_s:
         # Heartbeats expired while the server was down, though their workers may be fine: give
         # every worker one TTL to beat again before calling it lost.
@@ -76,6 +77,8 @@ def reap_lost_jobs(queue: JobQueue) -> list[JobRecord]:
         record = queue.store.get(job_id)
         if record is None or record.status is not JobStatus.RUNNING or record.worker_id is None:
             continue
+        if record.queue_name not in {None, queue.settings.queue_name}:
+            continue  # another queue's job on the same server: its own reapers put it back on its own queue
         if queue.redis.exists(heartbeat_key(record.worker_id)):
             continue
         after = Recovery(queue).recover(job_id, record.worker_id)

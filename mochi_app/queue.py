@@ -257,6 +257,7 @@ class JobQueue:
             JobRecord(
                 job_id=str(uuid.uuid4()),
                 account_id=account_id,
+                queue_name=self.settings.queue_name,
                 address=None if address is None else address_group(address),
                 request=each,
                 num_frames=each.rendered_num_frames,

@@ -96,6 +96,7 @@ class JobRecord(BaseModel):
 
     job_id: str
     account_id: str
+    queue_name: str | None = None  # the RQ queue it was submitted to; None: a record from before it was kept
     address: str | None = None  # the submitter's (an IPv4 address or IPv6 /64), for the per-address limit
     status: JobStatus = JobStatus.PENDING
     request: GenerationRequest

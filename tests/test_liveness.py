@@ -76,6 +76,23 @@ def test_a_lost_job_goes_back_to_the_front_once_then_fails(
     job_queue.store.delete(alive.job_id, alive.account_id)
 
 
+def test_a_reaper_leaves_another_queues_lost_job_to_that_queue(
+    settings: Settings, redis: Redis, count_tokens: TokenCounter
+) -> None:
+    """Queues may share one server (a fleet's, or every test's): a job is put back on the queue it came from."""
+    mine = JobQueue(redis, replace(settings, heartbeat_ttl_s=2), count_tokens)
+    theirs = JobQueue(redis, replace(settings, heartbeat_ttl_s=2, queue_name=f"{settings.queue_name}-b"), count_tokens)
+    wait_for(lambda: server_uptime_s(redis) >= 2, 30, "the server to be up for a heartbeat TTL")
+    lost = theirs.submit(new_account(), {"prompt": "lost on the other queue", **SMALL})
+    assert lost.queue_name == theirs.settings.queue_name
+    running_on(theirs, lost.job_id, "ghost-b", attempts=1)
+    assert lost.job_id not in [record.job_id for record in reap_lost_jobs(mine)]
+    assert mine.rq.job_ids == [] and mine.store.get(lost.job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert lost.job_id in [record.job_id for record in reap_lost_jobs(theirs)]
+    assert theirs.rq.job_ids == [lost.job_id]
+    theirs.cancel(lost.job_id)
+
+
 def test_a_sigkilled_workers_job_completes_on_the_next_worker(
     settings: Settings, job_queue: JobQueue, tmp_path: Path, children: Children
 ) -> None:
