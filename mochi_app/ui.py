@@ -420,7 +420,7 @@ class StudioPage:
         self.then_refresh(self.sheet.cancel.click(self.cancel_sweep, self.followed_batch, None, **INTERNAL))
         for sheet_tile in self.sheet.tiles:
             self._open_on_click(sheet_tile)
-            final = sheet_tile.buttons["final"].click(self.make_final, sheet_tile.job_id, self.followed, **INTERNAL)
+            final = sheet_tile.buttons["final"].click(self.final_of_tile, sheet_tile.job_id, self.followed, **INTERNAL)
             self.then_refresh(final).then(None, js=SHOW_CARD_JS)
         self.then_refresh(self.older.click(self.go_older, [self.cursors, self.next_cursor], self.cursors, **INTERNAL))
         self.then_refresh(self.newer.click(self.go_newer, self.cursors, self.cursors, **INTERNAL))
@@ -476,7 +476,7 @@ class StudioPage:
             self.studio.cancel_batch(self.account(request), batch_id)
 
     @user_errors
-    def make_final(self, job_id: str, request: gr.Request) -> str:
+    def final_of_tile(self, job_id: str, request: gr.Request) -> str:
         """Queue the tile's job again with the Final steps at its seed and shape; the card follows the new job."""
         job = self.studio.make_final(self.account(request), job_id, address_of(request))
         gr.Info(f"Queued the final render of seed {job.request.seed} ({job.request.num_inference_steps} steps).")

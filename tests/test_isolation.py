@@ -86,6 +86,10 @@ def test_nobody_reads_or_cancels_another_accounts_sweep(web: str, keys: dict[str
                 assert answer.status_code == 404
                 assert (answer.status_code, answer.text) == missing_like(made["batch_id"], web, method, path, who)
         assert "CANCELLED" not in httpx.get(f"{web}{batch}", headers=alice).json()["statuses"]
+        bob = Client(web, headers=as_(keys, "bob"), verbose=False)
+        for api_name in ("/batch", "/cancel_batch"):
+            with pytest.raises(Exception, match=f"no batch with id '{made['batch_id']}'"):
+                bob.predict(made["batch_id"], api_name=api_name)
     finally:
         httpx.post(f"{web}{batch}/cancel", headers=alice)
 
@@ -109,7 +113,7 @@ def test_nobody_lists_another_accounts_jobs(web: str, keys: dict[str, str], alic
 def test_gradio_client_is_refused_the_same_way(web: str, keys: dict[str, str], alices_job: dict[str, Any]) -> None:
     bob = Client(web, headers=as_(keys, "bob"), verbose=False)
     job_id = alices_job["job_id"]
-    for api_name in ("/status", "/cancel"):
+    for api_name in ("/status", "/cancel", "/make_final"):
         with pytest.raises(Exception, match=f"no job with id '{job_id}'"):
             bob.predict(job_id, api_name=api_name)
     assert job_id not in [job["job_id"] for job in bob.predict(limit=100, api_name="/jobs")["jobs"]]

@@ -288,7 +288,7 @@ def test_a_sweep_fills_the_contact_sheet_and_make_final_keeps_the_seed(page: Stu
     assert "Seed 71" in str(sheet["sheet1.caption"]) and sheet["sheet3.job_id"] == ""
     assert "3 seeds, 0 of 3 done" in str(sheet["sheet.heading"])
 
-    final = page.make_final(jobs[1].job_id, visitor)
+    final = page.final_of_tile(jobs[1].job_id, visitor)
     asked = page.studio.status(owner(page, visitor), final).request
     assert (asked.seed, asked.num_inference_steps, asked.num_frames) == (71, 100, SMALL["num_frames"])
     page.cancel_sweep(batch_id, visitor)
@@ -300,7 +300,7 @@ def test_a_sweep_fills_the_contact_sheet_and_make_final_keeps_the_seed(page: Stu
     stranger = gr.Request(headers={"authorization": f"Bearer {stranger_key}"}, client={"host": "127.0.0.1"})
     assert shown(page, stranger, None, batch_id=batch_id)["sheet.box"].visible is False  # type: ignore[attr-defined]
     with pytest.raises(gr.Error, match="no job with id"):
-        page.make_final(jobs[1].job_id, stranger)
+        page.final_of_tile(jobs[1].job_id, stranger)
 
 
 def test_random_seed_sweeps_draw_their_own_seeds(page: StudioPage, visitor: gr.Request) -> None:

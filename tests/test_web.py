@@ -195,9 +195,46 @@ def test_health_and_docs(web: str) -> None:
     assert status_body["schema"]["$ref"].endswith("/JobPublic")
 
 
-def test_gradio_api_has_exactly_the_five_named_events(client: Client) -> None:
+NAMED_EVENTS = {"/submit", "/sweep", "/quote", "/status", "/jobs", "/cancel", "/batch", "/cancel_batch", "/make_final"}
+
+
+def test_gradio_api_has_exactly_the_named_events_each_typed_with_its_defaults(client: Client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/submit", "/quote", "/status", "/jobs", "/cancel"}
+    assert set(endpoints) == NAMED_EVENTS
+    fields = ["prompt", "negative_prompt", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
+              "seed", "fps"]  # fmt: skip
+    for name, extra in (("/submit", ["webhook_url", "webhook_events"]), ("/sweep", ["count", "seeds"]), ("/quote", [])):
+        parameters = endpoints[name]["parameters"]
+        assert [parameter["parameter_name"] for parameter in parameters] == [*fields, *extra], name
+        assert parameters[0]["parameter_has_default"] is False
+        assert [parameter["parameter_default"] for parameter in parameters[1:9]] == [
+            "",
+            85,
+            480,
+            848,
+            64,
+            4.5,
+            None,
+            30,
+        ]
+
+
+def test_gradio_client_sweeps_and_makes_one_final(client: Client) -> None:
+    batch = client.predict("a kite", num_frames=7, height=64, width=64, num_inference_steps=2, seed=20, count=2,
+                           api_name="/sweep")  # fmt: skip
+    assert batch["seeds"] == [20, 21] and len(batch["jobs"]) == 2
+    assert client.predict(batch["batch_id"], api_name="/batch")["seeds"] == [20, 21]
+    final = client.predict(batch["jobs"][1]["job_id"], api_name="/make_final")
+    assert (final["request"]["seed"], final["request"]["num_inference_steps"]) == (21, 100)
+    client.predict(final["job_id"], api_name="/cancel")
+    ended = client.predict(batch["batch_id"], api_name="/cancel_batch")
+    assert set(ended["statuses"]) <= {"CANCELLED", "COMPLETED", "RUNNING"}
+    listed = client.predict("a kite", seeds=[5, 9], num_frames=7, height=64, width=64, num_inference_steps=2,
+                            api_name="/sweep")  # fmt: skip
+    assert listed["seeds"] == [5, 9]
+    client.predict(listed["batch_id"], api_name="/cancel_batch")
+    with pytest.raises(AppError, match="a sweep takes count"):
+        client.predict("a kite", api_name="/sweep")
 
 
 def test_gradio_client_submits_polls_and_fetches(client: Client, web: str) -> None:
