@@ -160,6 +160,7 @@ class JobStore:
             if changed.status.is_terminal:
                 for finished_key in finished_keys:
                     pipe.zadd(finished_key, {job_id: changed.finished_at or time.time()})
+                pipe.delete(preview_key(job_id))  # shown only while RUNNING: no need to wait out its TTL
             else:
                 pipe.zrem(FINISHED_KEY, job_id)
                 pipe.zrem(GUESTS_FINISHED_KEY, job_id)

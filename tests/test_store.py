@@ -9,7 +9,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from mochi_app.records import JobRecord, Progress
+from mochi_app.records import JobRecord, JobStatus, Progress
 from mochi_app.schemas import GenerationRequest, InvalidRequest
 from mochi_app.store import JobStore
 
@@ -33,6 +33,18 @@ def test_records_use_the_documented_keys(redis: Redis) -> None:
     assert json.loads(redis.get(f"job:{record.job_id}"))["account_id"] == "acct-keys"  # type: ignore[arg-type]
     assert redis.zrange("account:acct-keys:jobs", 0, -1) == [record.job_id.encode()]
     assert store.get(record.job_id) == record
+
+
+def test_a_jobs_live_preview_goes_when_it_ends(redis: Redis) -> None:
+    store = JobStore(redis)
+    record = make_record("acct-preview", 1000.0)
+    store.create(record)
+    store.update(record.job_id, lambda now: now.model_copy(update={"status": JobStatus.RUNNING}))
+    store.keep_preview(record.job_id, b"RIFF-webp")
+    store.update(record.job_id, lambda now: now.model_copy(update={"progress": Progress(step=3, total=64)}))
+    assert store.preview(record.job_id) == b"RIFF-webp"  # a step's write keeps it
+    store.update(record.job_id, lambda now: now.model_copy(update={"status": JobStatus.COMPLETED}))
+    assert store.preview(record.job_id) is None
 
 
 def test_unknown_job_reads_as_none(redis: Redis) -> None:
