@@ -449,7 +449,7 @@ def test_a_replayed_session_hash_opens_nothing_of_the_visitors(public_server: st
     asked = {"prompt": secret_prompt, "negative_prompt": "", **TINY, "guidance_scale": 4.5, "seed": 0, "fps": 30}
     form = [*(asked[name] for name in FORM_FIELDS), True]  # the page's inputs: the request's fields, "Random seed"
     assert gradio_event(victim, event["submit_form"], form, session_hash)[-1]["success"]
-    following = [None, [None], None]  # what the page sends for state inputs: the server has their values
+    following = [None, [None], None, None]  # what the page sends for the state inputs: the server has their values
     assert secret_prompt in json.dumps(gradio_event(victim, refresh, following, session_hash))
 
     strangers = {
