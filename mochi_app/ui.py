@@ -262,34 +262,22 @@ class StudioPage:
         self.num_frames.change(
             self.snap_frames, self.num_frames, self.num_frames, trigger_mode="always_last", **INTERNAL
         )
-        fields = list(self.fields.values())
         self.reproduce_file.upload(self.reproduce, self.reproduce_file, [*self.filled, self.reproduce_file], **INTERNAL)
-        # Each click marks the fields a submit would refuse, then submits: its error is a toast, and no output
-        # of the submit (the seed box) shows a red "Error" of its own.
-        self.then_refresh(
-            self.generate.click(self.mark_form, self.inputs, fields, **INTERNAL)
-            .then(
-                self.submit_form,
-                self.inputs,
-                [self.followed, self.last_seed, self.seed, self.cursors],
-                api_visibility="private",
-                concurrency_limit=None,
-                show_progress="hidden",
-            )
-            .then(self.quote_line, self.inputs, self.quote, **INTERNAL)
-        ).then(None, js=SHOW_CARD_JS)
-        self.then_refresh(
-            self.sweep.click(self.mark_form, self.inputs, fields, **INTERNAL)
-            .then(
-                self.submit_sweep,
-                [self.sweep_count, *self.inputs],
-                [self.followed_batch, self.followed, self.cursors],
-                api_visibility="private",
-                concurrency_limit=None,
-                show_progress="hidden",
-            )
-            .then(self.quote_line, self.inputs, self.quote, **INTERNAL)
-        ).then(None, js=SHOW_SHEET_JS)
+        submitted = [self.followed, self.last_seed, self.seed, self.cursors]
+        self._wire_submit(self.generate, self.submit_form, self.inputs, submitted, SHOW_CARD_JS)
+        swept = [self.followed_batch, self.followed, self.cursors]
+        self._wire_submit(self.sweep, self.submit_sweep, [self.sweep_count, *self.inputs], swept, SHOW_SHEET_JS)
+
+    def _wire_submit(self, button: gr.Button, submit: Any, inputs: list[Any], outputs: list[Any], show_js: str) -> None:
+        """A click marks the fields a submit would refuse, then submits with no progress shown (its error is
+        the toast alone: no output, such as the seed box, shows a red "Error" of its own), then refreshes
+        and brings what it made into view."""
+        fields = list(self.fields.values())
+        marked = button.click(self.mark_form, self.inputs, fields, **INTERNAL)
+        queued = marked.then(
+            submit, inputs, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
+        )
+        self.then_refresh(queued.then(self.quote_line, self.inputs, self.quote, **INTERNAL)).then(None, js=show_js)
 
     def count_tokens(self, text: str) -> str:
         limit = self.limits.max_prompt_tokens
