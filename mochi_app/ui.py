@@ -424,12 +424,18 @@ class StudioPage:
         )
 
     def _open_on_click(self, tile: Tile) -> None:
-        opened = self.then_refresh(tile.buttons["open"].click(self.open_job, tile.job_id, self.followed, **INTERNAL))
+        followed = [self.followed, self.followed_batch]
+        opened = self.then_refresh(tile.buttons["open"].click(self.open_job, tile.job_id, followed, **INTERNAL))
         opened.then(None, js=SHOW_CARD_JS)
 
-    @staticmethod
-    def open_job(job_id: str) -> str | None:
-        return job_id or None
+    def open_job(self, job_id: str, request: gr.Request) -> tuple[Any, Any]:
+        """Follow the tile's job, and its sweep's contact sheet when it was one of a sweep's (so a sweep is
+        found again from any of its jobs after a reload)."""
+        try:
+            batch_id = self.studio.status(self.account(request), job_id).batch_id if job_id else None
+        except (JobNotFound, NotSignedIn, RedisError):  # the refresh that follows says what it can
+            batch_id = None
+        return job_id or None, batch_id or gr.skip()
 
     @user_errors
     def end_job(self, job_id: str, armed: str | None, request: gr.Request) -> str | None:

@@ -303,6 +303,15 @@ def test_a_sweep_fills_the_contact_sheet_and_make_final_keeps_the_seed(page: Stu
         page.final_of_tile(jobs[1].job_id, stranger)
 
 
+def test_opening_any_job_of_a_sweep_brings_its_contact_sheet_back(page: StudioPage, visitor: gr.Request) -> None:
+    batch_id, _, _ = page.submit_sweep(2, visitor, *form_values(prompt="a kite", **SMALL))
+    second = page.studio.batch(owner(page, visitor), batch_id).jobs[1].job_id
+    assert page.open_job(second, visitor) == (second, batch_id)
+    single = page.studio.submit(owner(page, visitor), {"prompt": "alone", **SMALL}).job_id
+    assert page.open_job(single, visitor) == (single, gr.skip())  # the sheet shown stays
+    assert page.open_job(str(uuid.uuid4()), visitor)[1] == gr.skip()  # gone meanwhile: the refresh drops it
+
+
 def test_random_seed_sweeps_draw_their_own_seeds(page: StudioPage, visitor: gr.Request) -> None:
     batch_id, _, _ = page.submit_sweep(2, visitor, *form_values(prompt="a kite", **SMALL, seed=70))
     seeds = page.studio.batch(owner(page, visitor), batch_id).seeds
