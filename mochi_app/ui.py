@@ -100,6 +100,7 @@ class StudioPage:
         blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
         blocks.load(self.quote_form, self.inputs, self.quoted, **INTERNAL)
         blocks.load(self.preset_costs, self.inputs, self.preset, **INTERNAL)
+        blocks.load(self.sweep_label, [self.sweep_count, *self.inputs], self.sweep, **INTERNAL)
         blocks.load(self.count_tokens, self.prompt, self.prompt_tokens, **INTERNAL)
         blocks.load(self.count_tokens, self.negative, self.negative_tokens, **INTERNAL)
         self.timer.tick(self.refresh, self.watched, self.shown, **INTERNAL)
@@ -252,6 +253,10 @@ class StudioPage:
         self.aspect.change(self.apply_aspect, self.aspect, [self.width, self.height], **INTERNAL)
         for control in (self.width, self.height, self.guidance):
             control.change(self.preset_costs, self.inputs, self.preset, trigger_mode="always_last", **INTERNAL)
+        for control in (self.sweep_count, self.num_frames, self.width, self.height, self.steps, self.guidance):
+            control.change(
+                self.sweep_label, [self.sweep_count, *self.inputs], self.sweep, trigger_mode="always_last", **INTERNAL
+            )
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
         controls: list[Any] = self.inputs  # each a form control, all of which have .change
         for control in controls:
@@ -355,21 +360,30 @@ class StudioPage:
         width, height = ASPECTS[name]
         return min(width, self.limits.max_width_px), min(height, self.limits.max_height_px)
 
+    def _run_s(self, request: gr.Request, values: tuple[Any, ...], **changes: Any) -> float | None:
+        """The predicted GPU-seconds of the form (`values` as submit_form's) with `changes`; None when it
+        cannot be quoted (refused, nobody signed in, the queue away)."""
+        *fields, _ = values
+        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"prompt": "a prompt"} | changes
+        try:
+            return self.studio.quote(self.account(request), params).estimated_run_s
+        except (InvalidRequest, NotSignedIn, RedisError):
+            return None
+
     def preset_costs(self, request: gr.Request, *values: Any) -> Any:
         """Each preset's name with what it would cost at the form's size ("Draft · about 40 s")."""
-        *fields, _ = values
-        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"prompt": "a prompt"}
         choices = []
         for name in PRESETS:
             steps, frames = self.apply_preset(name)
-            try:
-                cost = self.studio.quote(
-                    self.account(request), params | {"num_inference_steps": steps, "num_frames": frames}
-                )
-                choices.append((f"{name} · about {cards.about(cost.estimated_run_s)}", name))
-            except (InvalidRequest, NotSignedIn, RedisError):
-                choices.append((name, name))
+            run_s = self._run_s(request, values, num_inference_steps=steps, num_frames=frames)
+            choices.append((name if run_s is None else f"{name} · about {cards.about(run_s)}", name))
         return gr.Radio(choices=choices)
+
+    def sweep_label(self, count: float, request: gr.Request, *values: Any) -> Any:
+        """The sweep button with what the sweep would cost at the form's size ("Sweep 4 seeds · about 3 min")."""
+        seeds = int(count)
+        run_s = self._run_s(request, values)
+        return gr.Button(f"Sweep {seeds} seeds" + ("" if run_s is None else f" · about {cards.about(run_s * seeds)}"))
 
     @staticmethod
     def reuse(used: int | None) -> tuple[Any, Any]:

@@ -374,7 +374,7 @@ def test_a_seed_sweep_shows_a_contact_sheet_and_make_final_keeps_the_seed(page: 
         box.press("Enter")
     page.get_by_label("Random seed").uncheck()
     page.get_by_label("Seed", exact=True).fill("500")
-    page.get_by_role("button", name="Sweep seeds").click()
+    page.get_by_role("button", name=re.compile(r"^Sweep 3 seeds · about ")).click()
     sheet = page.locator(".contact-sheet")
     sheet.get_by_text("Seed sweep: 3 seeds").wait_for(timeout=60_000)
     assert [sheet.locator(".sheet-tile").nth(n).locator(".caption .prompt").inner_text() for n in range(3)] == [

@@ -312,6 +312,13 @@ def test_opening_any_job_of_a_sweep_brings_its_contact_sheet_back(page: StudioPa
     assert page.open_job(str(uuid.uuid4()), visitor)[1] == gr.skip()  # gone meanwhile: the refresh drops it
 
 
+def test_the_sweep_button_says_what_the_sweep_would_cost(page: StudioPage, visitor: gr.Request) -> None:
+    one = page.quote_line(visitor, *form_values(prompt="", **SMALL))
+    four = page.sweep_label(4, visitor, *form_values(prompt="", **SMALL)).value
+    assert four.startswith("Sweep 4 seeds · about ") and one.startswith("About ")
+    assert page.sweep_label(3, visitor, *form_values(prompt="", height=1000)).value == "Sweep 3 seeds"  # refused
+
+
 def test_random_seed_sweeps_draw_their_own_seeds(page: StudioPage, visitor: gr.Request) -> None:
     batch_id, _, _ = page.submit_sweep(2, visitor, *form_values(prompt="a kite", **SMALL, seed=70))
     seeds = page.studio.batch(owner(page, visitor), batch_id).seeds
