@@ -170,7 +170,7 @@ class StudioPage:
             self.sweep_count = gr.Slider(
                 2, MAX_SWEEP_SEEDS, value=SWEEP_DEFAULT_SEEDS, step=1, precision=0, label="Seeds to try", scale=3
             )
-            self.sweep = gr.Button("Sweep seeds", scale=1)
+            self.sweep = gr.Button("Sweep seeds", size="md", scale=2)
         with gr.Accordion("Reproduce a video", open=False):
             self.reproduce_file = gr.File(
                 label="Drop a studio MP4: the form gets the request it was made with (the file is not kept)",
