@@ -91,8 +91,10 @@ class FairShare:
         pipeline in a submit, so that what it read still holds when the job is written); `after` is the
         finish of the account's job placed just before it in the same submit (a sweep's), not yet written."""
         virtual_now, gone = self._virtual_time(reader)
-        raw = reader.get(self.last_tag_key(account_id)) if after is None else repr(after)
-        last = float(raw) if raw is not None else virtual_now
+        last = after
+        if last is None:
+            raw = reader.get(self.last_tag_key(account_id))
+            last = float(raw) if raw is not None else virtual_now
         tag = min(max(virtual_now, last), virtual_now + self.window_s)
         finish = tag + cost_s
         offset = 0

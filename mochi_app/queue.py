@@ -253,6 +253,7 @@ class JobQueue:
         now = time.time()
         batch_id = None if seeds is None else str(uuid.uuid4())
         requests = [request] if seeds is None else [request.model_copy(update={"seed": seed}) for seed in seeds]
+        quote = self.estimate(request)[0]  # the seed changes nothing it costs: one quote serves every seed
         records = [
             JobRecord(
                 job_id=str(uuid.uuid4()),
@@ -265,7 +266,7 @@ class JobQueue:
                 progress=Progress(total=each.num_inference_steps),
                 deadline=None if cancel_after_s is None else now + cancel_after_s,
                 webhook=webhook,
-                quote=self.estimate(each)[0],
+                quote=quote,
                 batch_id=batch_id,
             )
             for index, each in enumerate(requests)

@@ -73,6 +73,16 @@ class Studio:
     def batch(self, account_id: str, batch_id: str) -> BatchPublic:
         """The account's own sweep, its jobs in their seeds' order; BatchNotFound for a malformed id, one
         whose jobs are all deleted, or someone else's."""
+        return BatchPublic.of(batch_id, [self.public(record) for record in self._batch_records(account_id, batch_id)])
+
+    def cancel_batch(self, account_id: str, batch_id: str) -> BatchPublic:
+        """Cancel every job of the sweep that has not ended (those that have stay as they are)."""
+        for record in self._batch_records(account_id, batch_id):
+            if not record.status.is_terminal:
+                self.queue.cancel(record.job_id)
+        return self.batch(account_id, batch_id)
+
+    def _batch_records(self, account_id: str, batch_id: str) -> list[JobRecord]:
         try:
             uuid.UUID(batch_id)
         except ValueError:
@@ -84,14 +94,7 @@ class Studio:
         ]
         if not records:
             raise BatchNotFound(batch_id)
-        return BatchPublic.of(batch_id, [self.public(record) for record in records])
-
-    def cancel_batch(self, account_id: str, batch_id: str) -> BatchPublic:
-        """Cancel every job of the sweep that has not ended (those that have stay as they are)."""
-        for job in self.batch(account_id, batch_id).jobs:
-            if not job.status.is_terminal:
-                self.queue.cancel(job.job_id)
-        return self.batch(account_id, batch_id)
+        return records
 
     def make_final(self, account_id: str, job_id: str, address: str | None = None) -> JobPublic:
         """Queue the job's request again with the Final preset's steps, at its seed and latent shape
