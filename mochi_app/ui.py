@@ -53,6 +53,13 @@ SHOW_SHEET_JS = "() => document.querySelector('.contact-sheet')?.scrollIntoView(
 SWEEP_DEFAULT_SEEDS = 4
 
 
+def form_params(values: tuple[Any, ...]) -> tuple[dict[str, Any], bool]:
+    """The form's values (`StudioPage.inputs`: the request's fields in order, then "Random seed") as the
+    request's parameters by name, and whether "Random seed" is ticked."""
+    *fields, random_seed = values
+    return dict(zip(FORM_FIELDS, fields, strict=True)), bool(random_seed)
+
+
 def build_ui(studio: Studio) -> gr.Blocks:
     """The studio page; every handler acts for the visitor's own account only."""
     page: gr.Blocks
@@ -98,9 +105,8 @@ class StudioPage:
         ]
         blocks.load(self.who_is_it, None, self.who, **INTERNAL)
         blocks.load(self.refresh, self.watched, self.shown, **INTERNAL)
-        blocks.load(self.quote_form, self.inputs, self.quoted, **INTERNAL)
+        blocks.load(self.quote_form, self.quoting, self.quoted, **INTERNAL)
         blocks.load(self.preset_costs, self.inputs, self.preset, **INTERNAL)
-        blocks.load(self.sweep_label, [self.sweep_count, *self.inputs], self.sweep, **INTERNAL)
         blocks.load(self.count_tokens, self.prompt, self.prompt_tokens, **INTERNAL)
         blocks.load(self.count_tokens, self.negative, self.negative_tokens, **INTERNAL)
         self.timer.tick(self.refresh, self.watched, self.shown, **INTERNAL)
@@ -191,7 +197,10 @@ class StudioPage:
         if set(self.fields) != set(FORM_FIELDS):  # a new request field needs a control, and no control is spare
             raise RuntimeError(f"the form's fields {sorted(self.fields)} are not the request's {sorted(FORM_FIELDS)}")
         self.inputs = [*(self.fields[name] for name in FORM_FIELDS), self.random_seed]
-        self.quoted = [self.quote, *self.fields.values()]  # the quote line, and each field marked or not
+        # The quote's inputs (the sweep's seed count, then the form) and what it shows: the line, the sweep
+        # button's cost, and each field marked or not.
+        self.quoting = [self.sweep_count, *self.inputs]
+        self.quoted = [self.quote, self.sweep, *self.fields.values()]
         self.filled = [*self.inputs, self.preset, self.aspect]  # what a job's request sets in the form (`_form_of`)
 
     def account(self, request: gr.Request) -> str:
@@ -253,14 +262,10 @@ class StudioPage:
         self.aspect.change(self.apply_aspect, self.aspect, [self.width, self.height], **INTERNAL)
         for control in (self.width, self.height, self.guidance):
             control.change(self.preset_costs, self.inputs, self.preset, trigger_mode="always_last", **INTERNAL)
-        for control in (self.sweep_count, self.num_frames, self.width, self.height, self.steps, self.guidance):
-            control.change(
-                self.sweep_label, [self.sweep_count, *self.inputs], self.sweep, trigger_mode="always_last", **INTERNAL
-            )
         self.reuse_seed.click(self.reuse, self.last_seed, [self.random_seed, self.seed], **INTERNAL)
-        controls: list[Any] = self.inputs  # each a form control, all of which have .change
+        controls: list[Any] = self.quoting  # each a form control, all of which have .change
         for control in controls:
-            control.change(self.quote_form, self.inputs, self.quoted, trigger_mode="always_last", **INTERNAL)
+            control.change(self.quote_form, self.quoting, self.quoted, trigger_mode="always_last", **INTERNAL)
         for side, name, maximum in ((self.width, "width", self.limits.max_width_px),
                                     (self.height, "height", self.limits.max_height_px)):  # fmt: skip
             side.change(self.side_snapper(name, maximum), side, side, trigger_mode="always_last", **INTERNAL)
@@ -271,7 +276,7 @@ class StudioPage:
         submitted = [self.followed, self.last_seed, self.seed, self.cursors]
         self._wire_submit(self.generate, self.submit_form, self.inputs, submitted, SHOW_CARD_JS)
         swept = [self.followed_batch, self.followed, self.cursors]
-        self._wire_submit(self.sweep, self.submit_sweep, [self.sweep_count, *self.inputs], swept, SHOW_SHEET_JS)
+        self._wire_submit(self.sweep, self.submit_sweep, self.quoting, swept, SHOW_SHEET_JS)
 
     def _wire_submit(self, button: gr.Button, submit: Any, inputs: list[Any], outputs: list[Any], show_js: str) -> None:
         """A click marks the fields a submit would refuse, then submits with no progress shown (its error is
@@ -282,7 +287,7 @@ class StudioPage:
         queued = marked.then(
             submit, inputs, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
         )
-        self.then_refresh(queued.then(self.quote_line, self.inputs, self.quote, **INTERNAL)).then(None, js=show_js)
+        self.then_refresh(queued.then(self.quote_line, self.quoting, self.quote, **INTERNAL)).then(None, js=show_js)
 
     def count_tokens(self, text: str) -> str:
         limit = self.limits.max_prompt_tokens
@@ -293,31 +298,32 @@ class StudioPage:
         except RedisError:
             return cards.tokens_label(None, limit)
 
-    def quote_form(self, request: gr.Request, *values: Any) -> Shown:
-        """The form's cost and start as the page shows them before Generate (`values` as submit_form's), and
-        each field marked if the request would be refused for it (an empty prompt only once submitted)."""
-        *fields, _ = values
-        params = dict(zip(FORM_FIELDS, fields, strict=True))
+    def quote_form(self, count: float, request: gr.Request, *values: Any) -> Shown:
+        """The form's cost and start as the page shows them before Generate (`values` as submit_form's), the
+        sweep button with what `count` seeds would cost ("Sweep 4 seeds · about 3 min"), and each field
+        marked if the request would be refused for it (an empty prompt only once submitted)."""
+        params, _ = form_params(values)
         params["prompt"] = params["prompt"] or "a prompt"  # what it costs does not depend on the words
+        seeds = int(count)
+        sweep = f"Sweep {seeds} seeds"
         try:
-            line, errors = cards.quote_label(self.studio.quote(self.account(request), params)), {}
+            quote = self.studio.quote(self.account(request), params)
+            line, errors = cards.quote_label(quote), {}
+            sweep += f" · about {cards.about(quote.estimated_run_s * seeds)}"
         except InvalidRequest as exc:
             line, errors = cards.sentence(str(exc)), exc.errors
         except (NotSignedIn, RedisError):
             line, errors = "", {}
-        return {self.quote: line, **self._marks(errors)}
+        return {self.quote: line, self.sweep: gr.Button(sweep), **self._marks(errors)}
 
-    def quote_line(self, request: gr.Request, *values: Any) -> str:
+    def quote_line(self, count: float, request: gr.Request, *values: Any) -> str:
         """The quote line alone, after a submit: the marks stay as the submit's check left them."""
-        return str(self.quote_form(request, *values)[self.quote])
+        return str(self.quote_form(count, request, *values)[self.quote])
 
     def mark_form(self, *values: Any) -> Shown:
         """Each field marked if a submit of the form would be refused for it, the prompt too."""
-        *fields, _ = values
         try:
-            GenerationRequest.parse(
-                dict(zip(FORM_FIELDS, fields, strict=True)), self.limits, self.studio.models.count_tokens
-            )
+            GenerationRequest.parse(form_params(values)[0], self.limits, self.studio.models.count_tokens)
         except InvalidRequest as exc:
             return self._marks(exc.errors)
         except RedisError:
@@ -363,8 +369,7 @@ class StudioPage:
     def _run_s(self, request: gr.Request, values: tuple[Any, ...], **changes: Any) -> float | None:
         """The predicted GPU-seconds of the form (`values` as submit_form's) with `changes`; None when it
         cannot be quoted (refused, nobody signed in, the queue away)."""
-        *fields, _ = values
-        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"prompt": "a prompt"} | changes
+        params = form_params(values)[0] | {"prompt": "a prompt"} | changes
         try:
             return self.studio.quote(self.account(request), params).estimated_run_s
         except (InvalidRequest, NotSignedIn, RedisError):
@@ -379,12 +384,6 @@ class StudioPage:
             choices.append((name if run_s is None else f"{name} · about {cards.about(run_s)}", name))
         return gr.Radio(choices=choices)
 
-    def sweep_label(self, count: float, request: gr.Request, *values: Any) -> Any:
-        """The sweep button with what the sweep would cost at the form's size ("Sweep 4 seeds · about 3 min")."""
-        seeds = int(count)
-        run_s = self._run_s(request, values)
-        return gr.Button(f"Sweep {seeds} seeds" + ("" if run_s is None else f" · about {cards.about(run_s * seeds)}"))
-
     @staticmethod
     def reuse(used: int | None) -> tuple[Any, Any]:
         return (False, used) if used is not None else (gr.skip(), gr.skip())
@@ -395,8 +394,7 @@ class StudioPage:
 
         `request` comes first: Gradio puts it at its place among the parameters, before the form's values.
         """
-        *fields, random_seed = values
-        params = dict(zip(FORM_FIELDS, fields, strict=True))
+        params, random_seed = form_params(values)
         if random_seed:
             params["seed"] = None
         job = self.studio.submit(self.account(request), params, address_of(request))
@@ -409,8 +407,8 @@ class StudioPage:
     def submit_sweep(self, count: int, request: gr.Request, *values: Any) -> tuple[Any, ...]:
         """Queue the form at `count` seeds: random ones with "Random seed" ticked, else the box's seed and
         those after it. The contact sheet follows the sweep, the card its first job."""
-        *fields, random_seed = values
-        params = dict(zip(FORM_FIELDS, fields, strict=True)) | {"count": int(count)}
+        params, random_seed = form_params(values)
+        params["count"] = int(count)
         if random_seed:
             params.pop("seed")
         batch = self.studio.sweep(self.account(request), params, address_of(request))

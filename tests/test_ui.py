@@ -242,12 +242,12 @@ def form_values(**changes: object) -> list[object]:
 
 def test_the_form_shows_its_cost_start_and_balance_before_generate(page: StudioPage, visitor: gr.Request) -> None:
     page.studio.queue.budgets.set_daily(owner(page, visitor), 600)
-    small = page.quote_line(visitor, *form_values(prompt="", **SMALL))
-    big = page.quote_line(visitor, *form_values(prompt="a fox", num_inference_steps=100, num_frames=163))
+    small = page.quote_line(4, visitor, *form_values(prompt="", **SMALL))
+    big = page.quote_line(4, visitor, *form_values(prompt="a fox", num_inference_steps=100, num_frames=163))
     assert small.startswith("About ") and "on the GPU; it starts once a worker is running." in small
     assert "600 of your 600 GPU-seconds a day left." in small
     assert big.startswith("**Over your budget:**")
-    assert page.quote_line(visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
+    assert page.quote_line(4, visitor, *form_values(prompt="a fox", height=1000)).startswith("Height must be")
 
 
 def marked(page: StudioPage, shown: dict[Any, Any]) -> list[str]:
@@ -256,9 +256,9 @@ def marked(page: StudioPage, shown: dict[Any, Any]) -> list[str]:
 
 
 def test_the_field_a_request_is_refused_for_is_the_one_marked(page: StudioPage, visitor: gr.Request) -> None:
-    assert marked(page, page.quote_form(visitor, *form_values(prompt="a fox", height=1000))) == ["height"]
-    assert marked(page, page.quote_form(visitor, *form_values(prompt="", seed=2**33))) == ["seed"]  # empty: not yet
-    assert marked(page, page.quote_form(visitor, *form_values(prompt="a fox"))) == []
+    assert marked(page, page.quote_form(4, visitor, *form_values(prompt="a fox", height=1000))) == ["height"]
+    assert marked(page, page.quote_form(4, visitor, *form_values(prompt="", seed=2**33))) == ["seed"]  # empty: not yet
+    assert marked(page, page.quote_form(4, visitor, *form_values(prompt="a fox"))) == []
     assert marked(page, page.mark_form(*form_values(prompt=" ", width=1000))) == ["prompt", "width"]  # on Generate
     assert marked(page, page.mark_form(*form_values(prompt="a fox"))) == []
 
@@ -313,10 +313,10 @@ def test_opening_any_job_of_a_sweep_brings_its_contact_sheet_back(page: StudioPa
 
 
 def test_the_sweep_button_says_what_the_sweep_would_cost(page: StudioPage, visitor: gr.Request) -> None:
-    one = page.quote_line(visitor, *form_values(prompt="", **SMALL))
-    four = page.sweep_label(4, visitor, *form_values(prompt="", **SMALL)).value
+    one = page.quote_line(4, visitor, *form_values(prompt="", **SMALL))
+    four = page.quote_form(4, visitor, *form_values(prompt="", **SMALL))[page.sweep].value
     assert four.startswith("Sweep 4 seeds · about ") and one.startswith("About ")
-    assert page.sweep_label(3, visitor, *form_values(prompt="", height=1000)).value == "Sweep 3 seeds"  # refused
+    assert page.quote_form(3, visitor, *form_values(prompt="", height=1000))[page.sweep].value == "Sweep 3 seeds"
 
 
 def test_random_seed_sweeps_draw_their_own_seeds(page: StudioPage, visitor: gr.Request) -> None:
