@@ -54,6 +54,13 @@ def request_params(arguments: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in arguments.items() if name in DEFAULTS}
 
 
+def given(arguments: dict[str, Any], extra: list[inspect.Parameter]) -> dict[str, Any]:
+    """The extras among an event's arguments that the caller gave (None: left out, as an absent REST field)."""
+    return {
+        parameter.name: arguments[parameter.name] for parameter in extra if arguments.get(parameter.name) is not None
+    }
+
+
 def add_api(studio: Studio) -> None:
     """The named events for gradio_client: each answers at once; poll /status until the job ends."""
 
@@ -61,14 +68,11 @@ def add_api(studio: Studio) -> None:
         return account_of(studio, request)
 
     def submit(arguments: dict[str, Any], request: gr.Request) -> Answer:
-        hook = {name: arguments[name] for name in ("webhook_url", "webhook_events") if arguments.get(name) is not None}
-        params = hook | request_params(arguments)
+        params = request_params(arguments) | given(arguments, WEBHOOK_PARAMETERS)
         return studio.submit(account(request), params, address_of(request)).model_dump(mode="json")
 
     def sweep(arguments: dict[str, Any], request: gr.Request) -> Answer:
-        params = request_params(arguments) | {
-            name: arguments[name] for name in ("count", "seeds") if arguments.get(name)
-        }
+        params = request_params(arguments) | given(arguments, SWEEP_PARAMETERS)
         return studio.sweep(account(request), params, address_of(request)).model_dump(mode="json")
 
     def quote(arguments: dict[str, Any], request: gr.Request) -> Answer:
