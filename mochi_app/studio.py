@@ -83,10 +83,8 @@ class Studio:
         return self.batch(account_id, batch_id)
 
     def _batch_records(self, account_id: str, batch_id: str) -> list[JobRecord]:
-        try:
-            uuid.UUID(batch_id)
-        except ValueError:
-            raise BatchNotFound(batch_id) from None
+        if not _is_uuid(batch_id):
+            raise BatchNotFound(batch_id)
         records = [
             record
             for record in self.store.get_many(self.store.batch_job_ids(batch_id))
@@ -122,10 +120,8 @@ class Studio:
 
     def record(self, account_id: str, job_id: str) -> JobRecord:
         """The account's own job, or JobNotFound (also for a malformed id or someone else's job)."""
-        try:
-            uuid.UUID(job_id)
-        except ValueError:
-            raise JobNotFound(job_id) from None
+        if not _is_uuid(job_id):
+            raise JobNotFound(job_id)
         record = self.store.get(job_id)
         if record is None or record.account_id != account_id:
             raise JobNotFound(job_id)
@@ -223,3 +219,12 @@ class Studio:
 
     def _has_video(self, record: JobRecord) -> bool:
         return record.status is JobStatus.COMPLETED and self.videos.has(record)
+
+
+def _is_uuid(identifier: str) -> bool:
+    """Whether `identifier` is a UUID as ours are; any other (a crafted path, a guess) names nothing."""
+    try:
+        uuid.UUID(identifier)
+    except ValueError:
+        return False
+    return True
